@@ -1,0 +1,92 @@
+//! `remit`: the operator CLI. Key generation, ledger audit and export, and
+//! the ledger benchmark.
+
+mod bench;
+mod ledger;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "remit", version, about = "Operate and audit a remit settlement network")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate a new network: BLS key shares, identity keys and network.json.
+    Keygen {
+        /// Number of validators (n = 3f + 1 tolerates f faulty).
+        #[arg(long)]
+        validators: usize,
+        /// Directory to write the keys and network.json to.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing network in --out.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Audit, export and benchmark the settlement ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCommand {
+    /// Re-check every hash link, Merkle root and certificate, replay the state
+    /// machine and compare state roots.
+    Verify {
+        /// A node's data directory.
+        #[arg(long, conflicts_with_all = ["chain", "network"], required_unless_present = "chain")]
+        dir: Option<PathBuf>,
+        /// A JSON Lines chain export.
+        #[arg(long, requires = "network")]
+        chain: Option<PathBuf>,
+        /// The network.json the chain belongs to (for the group key).
+        #[arg(long)]
+        network: Option<PathBuf>,
+    },
+    /// Write a node's chain as JSON Lines, one block per line.
+    Export {
+        /// A node's data directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build a certified chain with in-process validators and report throughput.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    remit_gateway::init_cli_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen { validators, out, force } => ledger::keygen(validators, &out, force),
+        Command::Ledger { command } => match command {
+            LedgerCommand::Verify { dir: Some(dir), .. } => ledger::verify_dir(&dir),
+            LedgerCommand::Verify { chain: Some(chain), network: Some(network), .. } => {
+                ledger::verify_file(&chain, &network)
+            }
+            LedgerCommand::Verify { .. } => {
+                Err(anyhow::anyhow!("give --dir DIR, or --chain FILE with --network network.json"))
+            }
+            LedgerCommand::Export { dir, out } => ledger::export(&dir, &out),
+            LedgerCommand::Bench(args) => bench::run(&args),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

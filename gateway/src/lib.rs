@@ -1,0 +1,11 @@
+//! The remit gateway: the node binary `remitd` (from the validator network
+//! issue on) and the operator CLI `remit`. Only `gateway` and `proto` know
+//! protobuf; everything else works on domain types.
+
+/// Initialises tracing for a command-line tool: human-readable logs on
+/// stderr, filtered by `RUST_LOG` (default `warn`).
+pub fn init_cli_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

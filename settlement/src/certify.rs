@@ -1,0 +1,291 @@
+//! Threshold certification of blocks with BLS (threshold_crypto).
+//!
+//! n = 3f + 1 validators each hold a secret key share; any 2f + 1 signature
+//! shares over a block's certification message combine into one signature
+//! that verifies against the single group public key. Auditors need nothing
+//! else to check a certificate.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use threshold_crypto::{PublicKey, PublicKeySet, SecretKeyShare, Signature, SignatureShare};
+
+use crate::codec::Writer;
+use crate::constants::VALIDATORS_MAX;
+use crate::hash::Digest32;
+use crate::ids::{ChainId, Height};
+
+/// Domain tag of the message validators sign for a block.
+pub const BLOCK_CERT_TAG: &[u8] = b"REMIT_BLOCK_CERT_V1";
+
+/// Size of an encoded signature or signature share.
+pub const SIGNATURE_BYTES: usize = 96;
+
+/// Largest number of faulty validators `f` tolerated by `n` validators (n >= 3f + 1).
+pub fn faulty_max(validators: usize) -> usize {
+    validators.saturating_sub(1) / 3
+}
+
+/// Number of shares needed to certify: 2f + 1.
+pub fn quorum(validators: usize) -> usize {
+    2 * faulty_max(validators) + 1
+}
+
+/// The message a validator signs for a block: domain tag, chain id, height,
+/// block hash and state root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificationMessage(Vec<u8>);
+
+impl CertificationMessage {
+    /// Builds the message for a block.
+    pub fn new(chain_id: &ChainId, height: Height, block_hash: &Digest32, state_root: &Digest32) -> Self {
+        let mut w = Writer::with_capacity(BLOCK_CERT_TAG.len() + 128);
+        w.raw(BLOCK_CERT_TAG);
+        w.str(chain_id.as_str());
+        w.u64(height.0);
+        w.digest(block_hash);
+        w.digest(state_root);
+        Self(w.into_bytes())
+    }
+
+    /// The message for a block header.
+    pub fn for_header(header: &crate::block::BlockHeader) -> Self {
+        Self::new(&header.chain_id, header.height, &header.hash(), &header.state_root)
+    }
+
+    /// The bytes signed.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A combined threshold signature over a block's certification message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Certificate(Signature);
+
+impl Certificate {
+    /// The 96 signature bytes.
+    pub fn to_bytes(&self) -> [u8; SIGNATURE_BYTES] {
+        self.0.to_bytes()
+    }
+
+    /// Parses 96 bytes; `None` when they are not a valid group element.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes: [u8; SIGNATURE_BYTES] = bytes.try_into().ok()?;
+        Signature::from_bytes(bytes).ok().map(Self)
+    }
+
+    /// Whether it is the group's signature over `message`.
+    pub fn verify(&self, group_key: &PublicKey, message: &CertificationMessage) -> bool {
+        group_key.verify(&self.0, message.as_bytes())
+    }
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Certificate({}..)", hex::encode(&self.to_bytes()[..8]))
+    }
+}
+
+impl Serialize for Certificate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(self.to_bytes()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Certificate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = hex::decode(&text).map_err(|_| serde::de::Error::custom("certificate: expected hex"))?;
+        Self::from_bytes(&bytes).ok_or_else(|| serde::de::Error::custom("certificate: not a valid BLS signature"))
+    }
+}
+
+/// One validator's signature share over a certification message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The signer's validator index.
+    pub validator: u32,
+    /// The share.
+    pub share: SignatureShare,
+}
+
+impl Share {
+    /// Encodes the share as 96 bytes.
+    pub fn to_bytes(&self) -> [u8; SIGNATURE_BYTES] {
+        self.share.to_bytes()
+    }
+
+    /// Parses a share sent by `validator`.
+    pub fn from_bytes(validator: u32, bytes: &[u8]) -> Option<Self> {
+        let bytes: [u8; SIGNATURE_BYTES] = bytes.try_into().ok()?;
+        SignatureShare::from_bytes(bytes).ok().map(|share| Self { validator, share })
+    }
+}
+
+impl fmt::Debug for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Share(validator {}, {}..)", self.validator, hex::encode(&self.to_bytes()[..8]))
+    }
+}
+
+/// A validator's secret key share. Never logged: `Debug` prints only the index.
+pub struct ValidatorKey {
+    index: u32,
+    share: SecretKeyShare,
+}
+
+impl ValidatorKey {
+    /// Wraps a key share for validator `index`.
+    pub fn new(index: u32, share: SecretKeyShare) -> Self {
+        Self { index, share }
+    }
+
+    /// The validator's index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Signs the certification message of a block.
+    pub fn sign(&self, message: &CertificationMessage) -> Share {
+        Share { validator: self.index, share: self.share.sign(message.as_bytes()) }
+    }
+}
+
+impl fmt::Debug for ValidatorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ValidatorKey(index {}, secret redacted)", self.index)
+    }
+}
+
+/// Why shares could not be turned into a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertifyError {
+    /// Fewer valid shares than the quorum.
+    #[error("{valid} valid shares, {needed} needed (rejected validators: {rejected:?})")]
+    NotEnoughShares {
+        /// Valid shares held.
+        valid: usize,
+        /// Shares needed (2f + 1).
+        needed: usize,
+        /// Validators whose shares failed verification.
+        rejected: Vec<u32>,
+    },
+    /// A share from an index outside the validator set.
+    #[error("validator index {0} is outside the validator set")]
+    UnknownValidator(u32),
+}
+
+/// The public side of the validator set: group key and key shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatorSet {
+    keys: PublicKeySet,
+    validators: usize,
+}
+
+impl ValidatorSet {
+    /// A set of `validators` validators with the given public key set. The
+    /// key set's threshold must be 2f (2f + 1 shares combine).
+    pub fn new(keys: PublicKeySet, validators: usize) -> Result<Self, String> {
+        if validators == 0 || validators > VALIDATORS_MAX {
+            return Err(format!("validator count must be 1 to {VALIDATORS_MAX}, got {validators}"));
+        }
+        if keys.threshold() + 1 != quorum(validators) {
+            return Err(format!(
+                "key set needs {} shares but {validators} validators need a quorum of {}",
+                keys.threshold() + 1,
+                quorum(validators)
+            ));
+        }
+        Ok(Self { keys, validators })
+    }
+
+    /// Number of validators.
+    pub fn len(&self) -> usize {
+        self.validators
+    }
+
+    /// Always false: a set has at least one validator.
+    pub fn is_empty(&self) -> bool {
+        self.validators == 0
+    }
+
+    /// Shares needed to certify.
+    pub fn quorum(&self) -> usize {
+        quorum(self.validators)
+    }
+
+    /// The group public key that verifies certificates.
+    pub fn group_key(&self) -> PublicKey {
+        self.keys.public_key()
+    }
+
+    /// The public key set.
+    pub fn public_key_set(&self) -> &PublicKeySet {
+        &self.keys
+    }
+
+    /// Whether `share` is the validator's valid share over `message`.
+    pub fn verify_share(&self, share: &Share, message: &CertificationMessage) -> bool {
+        (share.validator as usize) < self.validators
+            && self.keys.public_key_share(share.validator as usize).verify(&share.share, message.as_bytes())
+    }
+
+    /// Combines shares into a certificate. Optimistic: the first quorum is
+    /// combined and the result checked once against the group key (one
+    /// pairing check instead of one per share); only when that fails is each
+    /// share verified and the bad ones excluded.
+    pub fn certify(&self, message: &CertificationMessage, shares: &[Share]) -> Result<Certificate, CertifyError> {
+        let mut unique: BTreeMap<u32, &Share> = BTreeMap::new();
+        for share in shares {
+            if share.validator as usize >= self.validators {
+                return Err(CertifyError::UnknownValidator(share.validator));
+            }
+            unique.entry(share.validator).or_insert(share);
+        }
+        let needed = self.quorum();
+        if unique.len() >= needed {
+            if let Some(certificate) = self.combine_verified(message, unique.values().take(needed).copied()) {
+                return Ok(certificate);
+            }
+        }
+        let mut rejected = Vec::new();
+        let valid: Vec<&Share> = unique
+            .values()
+            .copied()
+            .filter(|share| {
+                let ok = self.verify_share(share, message);
+                if !ok {
+                    rejected.push(share.validator);
+                }
+                ok
+            })
+            .collect();
+        if valid.len() < needed {
+            return Err(CertifyError::NotEnoughShares { valid: valid.len(), needed, rejected });
+        }
+        self.combine_verified(message, valid.into_iter().take(needed)).ok_or(CertifyError::NotEnoughShares {
+            valid: 0,
+            needed,
+            rejected,
+        })
+    }
+
+    fn combine_verified<'a>(
+        &self,
+        message: &CertificationMessage,
+        shares: impl Iterator<Item = &'a Share>,
+    ) -> Option<Certificate> {
+        let signature = self.keys.combine_signatures(shares.map(|s| (s.validator as usize, &s.share))).ok()?;
+        let certificate = Certificate(signature);
+        certificate.verify(&self.group_key(), message).then_some(certificate)
+    }
+}
+
+impl ValidatorKey {
+    /// The secret share, for writing the key file. Handle with care.
+    pub(crate) fn secret_share(&self) -> &SecretKeyShare {
+        &self.share
+    }
+}

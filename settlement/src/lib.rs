@@ -1,0 +1,29 @@
+//! The remit settlement ledger: money and identifiers, the pure ledger state
+//! machine, blocks and their canonical encoding, threshold certification, the
+//! durable store and offline audit.
+//!
+//! Invariant: the state machine ([`ledger`]) does no IO, reads no clock and
+//! uses no randomness; storage ([`store`]) and time are at the edges.
+
+pub mod audit;
+pub mod block;
+pub mod certify;
+pub mod chain;
+pub mod codec;
+pub mod constants;
+pub mod hash;
+pub mod ids;
+pub mod ledger;
+pub mod money;
+pub mod network;
+pub mod participant;
+pub mod store;
+pub mod transfer;
+
+pub use block::{Block, BlockHeader, BlockProposal, Entry, EntryResult, RejectReason, TransferOutcome};
+pub use hash::Digest32;
+pub use ids::{ChainId, CountryCode, Height, ParticipantId, Uetr, WindowId};
+pub use ledger::{BlockError, LedgerState, SignatureCheck};
+pub use money::{Money, MoneyError};
+pub use participant::{OriginKey, Participant, ParticipantStatus};
+pub use transfer::{Transfer, TransferBatch};
