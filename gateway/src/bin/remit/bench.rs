@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use remit_settlement::chain::Chain;
-use remit_settlement::network::Keyring;
+use remit_settlement::network::{generate_network, write_network, Keyring, NETWORK_FILE};
 use remit_settlement::store::SledLedgerStore;
 use remit_settlement::SignatureCheck;
 use remit_simulations::traffic::{TrafficConfig, TrafficGenerator};
@@ -17,7 +17,8 @@ use crate::ledger::ledger_path;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Keys directory written by `remit keygen`.
+    /// Keys directory written by `remit keygen`; a 4-validator network is
+    /// generated there when it holds none.
     #[arg(long)]
     keys: PathBuf,
     /// Node data directory to build the chain in (created if absent; an
@@ -45,7 +46,20 @@ fn percentile_ms(samples: &mut [f64], percentile: usize) -> f64 {
     (samples[rank - 1] * 1000.0).round() / 1000.0
 }
 
+/// Validators in the network the bench generates when `--keys` holds none.
+const BENCH_DEFAULT_VALIDATORS: usize = 4;
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if !args.keys.join(NETWORK_FILE).exists() {
+        let now = now_ms()?;
+        let generated = generate_network(BENCH_DEFAULT_VALIDATORS, now).map_err(anyhow::Error::msg)?;
+        write_network(&generated, &args.keys).context("writing generated keys")?;
+        eprintln!(
+            "generated a {BENCH_DEFAULT_VALIDATORS}-validator network {} in {}",
+            generated.network.chain_id,
+            args.keys.display()
+        );
+    }
     let keyring = Keyring::load(&args.keys).with_context(|| format!("loading keys from {}", args.keys.display()))?;
     anyhow::ensure!(
         keyring.validator_keys.len() == keyring.validators.len(),
