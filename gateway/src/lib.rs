@@ -9,3 +9,18 @@ pub fn init_cli_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
+
+pub mod config;
+pub mod constants;
+pub mod metrics;
+pub mod node;
+pub mod tls;
+
+/// Initialises tracing for a node: JSON (default) or text lines on stdout,
+/// filtered by `log.level` (overridden by `RUST_LOG`).
+pub fn init_node_tracing(log: &config::LogSection) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+}

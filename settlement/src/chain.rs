@@ -182,12 +182,23 @@ impl<S: LedgerStore> Chain<S> {
     ) -> Result<(Block, Option<Certificate>), ChainError> {
         let span = info_span!("settlement.block.append", height = proposal.height.0);
         let _guard = span.enter();
+        self.append_with_meta(proposal, signatures, certify, &[])
+    }
+
+    /// [`Chain::append`], writing `meta` key-values in the block's atomic batch.
+    pub fn append_with_meta(
+        &mut self,
+        proposal: BlockProposal,
+        signatures: SignatureCheck,
+        certify: impl FnOnce(&Block) -> Option<Certificate>,
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<(Block, Option<Certificate>), ChainError> {
         let block = self.state.apply(proposal, signatures)?;
         // `certify` returns certificates from `ValidatorSet::certify`, which
         // verified the combined signature against the group key already;
         // checking again would double the cost of certification.
         let certificate = certify(&block);
-        self.store.append_block(&block, &self.state, certificate.as_ref())?;
+        self.store.append_block_with_meta(&block, &self.state, certificate.as_ref(), meta)?;
         if certificate.is_some() {
             self.certified_height = Some(block.height());
         }
@@ -203,10 +214,56 @@ impl<S: LedgerStore> Chain<S> {
         if !certificate.verify(&self.validators.group_key(), &CertificationMessage::for_header(&block.header)) {
             return Err(ChainError::BadCertificate(height));
         }
+        self.put_verified_certificate(height, certificate)
+    }
+
+    /// Durably stores a certificate the caller has already verified for the
+    /// stored block at `height` (as `ValidatorSet::certify` does).
+    pub fn put_verified_certificate(&mut self, height: Height, certificate: &Certificate) -> Result<(), ChainError> {
         self.store.put_certificate(height, certificate)?;
         if self.certified_height.is_none_or(|h| h < height) {
             self.certified_height = Some(height);
         }
+        Ok(())
+    }
+
+    /// Replaces the state with a verified snapshot (Raft snapshot install).
+    /// The tip block must match the snapshot state; its certificate, when
+    /// given, must verify.
+    pub fn install_snapshot(
+        &mut self,
+        state: LedgerState,
+        tip: Block,
+        certificate: Option<Certificate>,
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<(), ChainError> {
+        let height = tip.height();
+        if state.tip() != Some((height, tip.hash())) || tip.header.state_root != state.state_root() {
+            return Err(ChainError::Inconsistent { height, reason: "snapshot state does not match its tip block".into() });
+        }
+        if let Some(certificate) = &certificate {
+            if !certificate.verify(&self.validators.group_key(), &CertificationMessage::for_header(&tip.header)) {
+                return Err(ChainError::BadCertificate(height));
+            }
+        }
+        self.store.install_snapshot(&tip, &state, certificate.as_ref(), meta)?;
+        self.state = state;
+        if certificate.is_some() {
+            self.certified_height = Some(height);
+        }
+        Ok(())
+    }
+
+    /// Stores a block fetched from a peer into the history gap left by a
+    /// snapshot install, after checking it links to the block above and its
+    /// certificate (if any) verifies.
+    pub fn backfill(&mut self, block: &Block, certificate: Option<&Certificate>) -> Result<(), ChainError> {
+        if let Some(certificate) = certificate {
+            if !certificate.verify(&self.validators.group_key(), &CertificationMessage::for_header(&block.header)) {
+                return Err(ChainError::BadCertificate(block.height()));
+            }
+        }
+        self.store.backfill_block(block, certificate)?;
         Ok(())
     }
 }

@@ -209,6 +209,11 @@ impl LedgerState {
         self.applied_transfers.get(uetr).copied()
     }
 
+    /// Every applied UETR with its height, in no particular order.
+    pub fn applied_transfers(&self) -> impl Iterator<Item = (&Uetr, &Height)> {
+        self.applied_transfers.iter()
+    }
+
     /// Number of distinct UETRs applied.
     pub fn applied_transfer_count(&self) -> usize {
         self.applied_transfers.len()

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod money;
 pub mod network;
 pub mod participant;
+pub mod replica;
 pub mod store;
 pub mod transfer;
 

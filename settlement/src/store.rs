@@ -23,6 +23,9 @@ const KEY_HEIGHT: &[u8] = b"state/height";
 const PREFIX_BLOCK: &[u8] = b"block/";
 const PREFIX_CERT: &[u8] = b"cert/";
 const PREFIX_UETR: &[u8] = b"uetr/";
+const PREFIX_META: &[u8] = b"meta/x/";
+const KEY_UETR_SNAPSHOT: &[u8] = b"state/uetr_snapshot";
+const KEY_GAP: &[u8] = b"state/history_gap";
 
 /// A storage fault. The ledger stops on these rather than carry on.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +54,39 @@ pub trait LedgerStore: Send + Sync {
         block: &Block,
         state: &LedgerState,
         certificate: Option<&Certificate>,
+    ) -> Result<(), StoreError> {
+        self.append_block_with_meta(block, state, certificate, &[])
+    }
+    /// [`LedgerStore::append_block`], writing `meta` key-values (such as the
+    /// replication log position the block was applied from) in the same
+    /// atomic batch.
+    fn append_block_with_meta(
+        &self,
+        block: &Block,
+        state: &LedgerState,
+        certificate: Option<&Certificate>,
+        meta: &[(&str, Vec<u8>)],
     ) -> Result<(), StoreError>;
+    /// Durably writes metadata key-values in one batch.
+    fn put_meta(&self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError>;
+    /// Reads a metadata value.
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the state with a snapshot at `tip`'s height (Raft snapshot
+    /// install), durably. Blocks between the old applied height and the tip
+    /// are recorded as a history gap to backfill from peers.
+    fn install_snapshot(
+        &self,
+        tip: &Block,
+        state: &LedgerState,
+        certificate: Option<&Certificate>,
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<(), StoreError>;
+    /// The heights (inclusive range) missing below the applied height after
+    /// a snapshot install, if any.
+    fn history_gap(&self) -> Result<Option<(Height, Height)>, StoreError>;
+    /// Durably stores a block inside the history gap; it must be the gap's
+    /// highest height and link to the stored block above it.
+    fn backfill_block(&self, block: &Block, certificate: Option<&Certificate>) -> Result<(), StoreError>;
     /// Durably stores the certificate of a stored block.
     fn put_certificate(&self, height: Height, certificate: &Certificate) -> Result<(), StoreError>;
     /// The highest applied height.
@@ -76,6 +111,12 @@ pub trait LedgerStore: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SledLedgerStore {
     db: sled::Db,
+}
+
+fn meta_key(key: &str) -> Vec<u8> {
+    let mut full = PREFIX_META.to_vec();
+    full.extend_from_slice(key.as_bytes());
+    full
 }
 
 fn height_key(prefix: &[u8], height: Height) -> Vec<u8> {
@@ -106,6 +147,12 @@ impl SledLedgerStore {
         Ok(Self { db })
     }
 
+    /// The underlying database, for other trees of the same node (the
+    /// replication log) so they share one lock and one flush.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     fn height_value(bytes: &[u8]) -> Result<Height, StoreError> {
         let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt("height is not 8 bytes".into()))?;
         Ok(Height(u64::from_be_bytes(array)))
@@ -113,6 +160,20 @@ impl SledLedgerStore {
 
     fn applied_uetrs(&self) -> Result<HashMap<Uetr, Height>, StoreError> {
         let mut applied = HashMap::new();
+        // After a snapshot install the index below the snapshot comes from
+        // the snapshot; backfilled blocks then repeat some of it, at the same
+        // heights, which is consistent.
+        if let Some(bytes) = self.db.get(KEY_UETR_SNAPSHOT)? {
+            if bytes.len() % 24 != 0 {
+                return Err(StoreError::Corrupt("snapshot uetr index is not a multiple of 24 bytes".into()));
+            }
+            for chunk in bytes.chunks_exact(24) {
+                let uetr: [u8; 16] = chunk[..16].try_into().expect("24-byte chunk");
+                let uetr = Uetr::from_bytes(uetr).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                applied.insert(uetr, Self::height_value(&chunk[16..])?);
+            }
+        }
+        let from_snapshot = applied.len();
         for item in self.db.scan_prefix(PREFIX_UETR) {
             let (key, value) = item?;
             let height = Self::height_value(&key[PREFIX_UETR.len()..])?;
@@ -124,8 +185,11 @@ impl SledLedgerStore {
             for chunk in value.chunks_exact(16) {
                 let bytes: [u8; 16] = chunk.try_into().expect("chunks_exact yields 16 bytes");
                 let uetr = Uetr::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                if applied.insert(uetr, height).is_some() {
-                    return Err(StoreError::Corrupt(format!("uetr {uetr} indexed twice")));
+                match applied.insert(uetr, height) {
+                    Some(previous) if from_snapshot == 0 || previous != height => {
+                        return Err(StoreError::Corrupt(format!("uetr {uetr} indexed twice")));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -149,11 +213,12 @@ impl LedgerStore for SledLedgerStore {
         Ok(())
     }
 
-    fn append_block(
+    fn append_block_with_meta(
         &self,
         block: &Block,
         state: &LedgerState,
         certificate: Option<&Certificate>,
+        meta: &[(&str, Vec<u8>)],
     ) -> Result<(), StoreError> {
         let height = block.height();
         let expected = self.applied_height()?.map_or(Height::GENESIS, Height::next);
@@ -169,6 +234,99 @@ impl LedgerStore for SledLedgerStore {
         }
         batch.insert(KEY_SNAPSHOT, state.encode_snapshot());
         batch.insert(KEY_HEIGHT, &height.0.to_be_bytes());
+        for (key, value) in meta {
+            batch.insert(meta_key(key), value.as_slice());
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn put_meta(&self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in meta {
+            batch.insert(meta_key(key), value.as_slice());
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(meta_key(key))?.map(|bytes| bytes.to_vec()))
+    }
+
+    fn install_snapshot(
+        &self,
+        tip: &Block,
+        state: &LedgerState,
+        certificate: Option<&Certificate>,
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let height = tip.height();
+        let previous = self.applied_height()?;
+        let mut batch = sled::Batch::default();
+        batch.insert(height_key(PREFIX_BLOCK, height), tip.encode());
+        if let Some(certificate) = certificate {
+            batch.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec());
+        }
+        let mut index = Vec::with_capacity(state.applied_transfer_count() * 24);
+        for (uetr, at) in state.applied_transfers() {
+            index.extend_from_slice(uetr.as_bytes());
+            index.extend_from_slice(&at.0.to_be_bytes());
+        }
+        batch.insert(KEY_UETR_SNAPSHOT, index);
+        batch.insert(KEY_SNAPSHOT, state.encode_snapshot());
+        batch.insert(KEY_HEIGHT, &height.0.to_be_bytes());
+        let gap_start = previous.map_or(0, |h| h.0 + 1);
+        if gap_start < height.0 {
+            let mut gap = gap_start.to_be_bytes().to_vec();
+            gap.extend_from_slice(&(height.0 - 1).to_be_bytes());
+            batch.insert(KEY_GAP, gap);
+        }
+        for (key, value) in meta {
+            batch.insert(meta_key(key), value.as_slice());
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn history_gap(&self) -> Result<Option<(Height, Height)>, StoreError> {
+        match self.db.get(KEY_GAP)? {
+            Some(bytes) if bytes.len() == 16 => {
+                Ok(Some((Self::height_value(&bytes[..8])?, Self::height_value(&bytes[8..])?)))
+            }
+            Some(_) => Err(StoreError::Corrupt("history gap is not 16 bytes".into())),
+            None => Ok(None),
+        }
+    }
+
+    fn backfill_block(&self, block: &Block, certificate: Option<&Certificate>) -> Result<(), StoreError> {
+        let Some((start, end)) = self.history_gap()? else {
+            return Err(StoreError::Corrupt("backfill without a history gap".into()));
+        };
+        let height = block.height();
+        if height != end {
+            return Err(StoreError::Corrupt(format!("backfill of height {height}, expected {end}")));
+        }
+        let above = self.block(height.next())?.ok_or_else(|| StoreError::Corrupt("block above the gap missing".into()))?;
+        if above.header.prev_hash != block.hash() {
+            return Err(StoreError::Corrupt(format!("backfilled block {height} does not link to the block above")));
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(height_key(PREFIX_BLOCK, height), block.encode());
+        batch.insert(height_key(PREFIX_UETR, height), accepted_uetrs(block));
+        if let Some(certificate) = certificate {
+            batch.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec());
+        }
+        if height == start {
+            batch.remove(KEY_GAP);
+        } else {
+            let mut gap = start.0.to_be_bytes().to_vec();
+            gap.extend_from_slice(&(height.0 - 1).to_be_bytes());
+            batch.insert(KEY_GAP, gap);
+        }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())

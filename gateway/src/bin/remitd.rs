@@ -1,0 +1,63 @@
+//! `remitd`: a remit gateway node. `remitd --config node.toml`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use remit_gateway::config::NodeConfig;
+use remit_gateway::node::Node;
+
+#[derive(Parser, Debug)]
+#[command(name = "remitd", version, about = "A remit gateway node")]
+struct Args {
+    /// Node configuration (TOML); `REMIT__SECTION__KEY` variables override keys.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match NodeConfig::load(&args.config, std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("remitd: bad configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    remit_gateway::init_node_tracing(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("remitd: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let node = match Node::start(config).await {
+            Ok(node) => node,
+            Err(error) => {
+                tracing::error!(%error, "node failed to start");
+                eprintln!("remitd: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_shutdown().await;
+        tracing::info!("shutdown requested");
+        node.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_shutdown() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

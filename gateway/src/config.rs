@@ -1,0 +1,377 @@
+//! Node configuration: `node.toml`, with `REMIT__SECTION__KEY` environment
+//! overrides (for example `REMIT__PEER__LISTEN=0.0.0.0:7100`). Errors name
+//! the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "REMIT__";
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse.
+    #[error("{path}: not valid TOML: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A key has a bad value or is missing.
+    #[error("config key `{key}`: {reason}")]
+    Key {
+        /// Dotted key, e.g. `peer.listen`.
+        key: String,
+        /// Why it is wrong.
+        reason: String,
+    },
+}
+
+fn key_error(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Key { key: key.to_owned(), reason: reason.into() }
+}
+
+/// `[node]`: who this node is and where its files are.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Participant id of the institution running this node.
+    pub participant: String,
+    /// Data directory (ledger store, Raft log).
+    pub data_dir: PathBuf,
+    /// The network definition.
+    pub network: PathBuf,
+    /// This validator's BLS key share file.
+    pub key_share: PathBuf,
+    /// This participant's ed25519 identity key file.
+    pub identity_key: PathBuf,
+}
+
+/// `[peer]`: the peer gRPC server.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// Listen address, e.g. `127.0.0.1:7100`.
+    pub listen: SocketAddr,
+}
+
+/// `[http]`: health, readiness and metrics.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address, e.g. `127.0.0.1:8100`.
+    pub listen: SocketAddr,
+}
+
+/// One `[[peers]]` entry: a validator and its peer address.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// Participant id (must be a validator in network.json).
+    pub participant: String,
+    /// Host and port of its peer server, e.g. `127.0.0.1:7101`.
+    pub address: String,
+}
+
+/// `[tls]`: mutual TLS between nodes.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Required for any non-loopback address.
+    #[serde(default)]
+    pub enabled: bool,
+    /// CA certificate (PEM) that signed every node certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// This node's certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// `[block]`: when the leader cuts a block.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockSection {
+    /// Cut a block once this many transfers are pending.
+    #[serde(default = "default_block_transfers_max")]
+    pub transfers_max: usize,
+    /// Cut a block once the oldest pending batch is this old.
+    #[serde(default = "default_block_age_ms_max")]
+    pub age_ms_max: u64,
+}
+
+impl Default for BlockSection {
+    fn default() -> Self {
+        Self { transfers_max: default_block_transfers_max(), age_ms_max: default_block_age_ms_max() }
+    }
+}
+
+fn default_block_transfers_max() -> usize {
+    crate::constants::BLOCK_TRANSFERS_TARGET
+}
+
+fn default_block_age_ms_max() -> u64 {
+    crate::constants::BLOCK_AGE_MS_MAX
+}
+
+/// `[raft]`: replication timing.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    /// Leader heartbeat interval.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Lower bound of the election timeout.
+    #[serde(default = "default_election_min_ms")]
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the election timeout.
+    #[serde(default = "default_election_max_ms")]
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: default_heartbeat_ms(),
+            election_timeout_min_ms: default_election_min_ms(),
+            election_timeout_max_ms: default_election_max_ms(),
+        }
+    }
+}
+
+fn default_heartbeat_ms() -> u64 {
+    150
+}
+fn default_election_min_ms() -> u64 {
+    750
+}
+fn default_election_max_ms() -> u64 {
+    1500
+}
+
+/// `[log]`: logging.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `json` (default) or `text`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// A `tracing` filter, e.g. `info` or `info,openraft=warn`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { format: default_log_format(), level: default_log_level() }
+    }
+}
+
+fn default_log_format() -> String {
+    "json".into()
+}
+fn default_log_level() -> String {
+    "info,openraft=warn".into()
+}
+
+/// `[testing]`: fault injection for tests; never set in production.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingSection {
+    /// Send forged signature shares instead of real ones (a Byzantine validator).
+    #[serde(default)]
+    pub forge_shares: bool,
+}
+
+/// The whole `node.toml`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[peer]`.
+    pub peer: PeerSection,
+    /// `[http]`.
+    pub http: HttpSection,
+    /// `[[peers]]`: every validator, this one included.
+    pub peers: Vec<PeerEntry>,
+    /// `[tls]`.
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// `[block]`.
+    #[serde(default)]
+    pub block: BlockSection,
+    /// `[raft]`.
+    #[serde(default)]
+    pub raft: RaftSection,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogSection,
+    /// `[testing]`.
+    #[serde(default)]
+    pub testing: TestingSection,
+}
+
+impl NodeConfig {
+    /// Reads `path`, applies `REMIT__*` overrides from `env`, and validates.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, env).map_err(|e| match e {
+            ConfigError::Syntax { reason, .. } => ConfigError::Syntax { path: path.to_owned(), reason },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text with overrides.
+    pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax { path: PathBuf::new(), reason: e.message().to_owned() })?;
+        apply_env_overrides(&mut table, env)?;
+        let config: NodeConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            key_error(if key == "." { "(root)" } else { &key }, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.peers.is_empty() {
+            return Err(key_error("peers", "list every validator, this node included"));
+        }
+        if !self.peers.iter().any(|p| p.participant == self.node.participant) {
+            return Err(key_error("peers", format!("no entry for this node's participant {}", self.node.participant)));
+        }
+        if self.block.transfers_max == 0 || self.block.transfers_max > remit_settlement::constants::BLOCK_TRANSFERS_MAX {
+            return Err(key_error(
+                "block.transfers_max",
+                format!("must be 1 to {}", remit_settlement::constants::BLOCK_TRANSFERS_MAX),
+            ));
+        }
+        if self.raft.election_timeout_min_ms <= self.raft.heartbeat_ms * 2
+            || self.raft.election_timeout_max_ms <= self.raft.election_timeout_min_ms
+        {
+            return Err(key_error(
+                "raft.election_timeout_min_ms",
+                "must exceed twice the heartbeat, and be below election_timeout_max_ms",
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            return Err(key_error("log.format", "must be \"json\" or \"text\""));
+        }
+        if self.tls.enabled {
+            for (key, value) in [("tls.ca_cert", &self.tls.ca_cert), ("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+                if value.is_none() {
+                    return Err(key_error(key, "required when tls.enabled = true"));
+                }
+            }
+        } else {
+            let loopback = self.peer.listen.ip().is_loopback()
+                && self.peers.iter().all(|p| is_loopback_address(&p.address));
+            if !loopback {
+                return Err(key_error("tls.enabled", "must be true when any peer address is not loopback"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_loopback_address(address: &str) -> bool {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host).trim_matches(['[', ']']);
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Applies `REMIT__SECTION__KEY=value` overrides. Values parse as TOML
+/// scalars (integers, booleans) and otherwise stay strings.
+fn apply_env_overrides(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        if keys.len() != 2 || keys.iter().any(String::is_empty) {
+            return Err(key_error(&name, "environment overrides take the form REMIT__SECTION__KEY"));
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !v.is_table())
+            .unwrap_or(toml::Value::String(value));
+        let section = table
+            .entry(keys[0].clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section) = section.as_table_mut() else {
+            return Err(key_error(&keys[0], "cannot override keys of a non-table section"));
+        };
+        section.insert(keys[1].clone(), parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[node]
+participant = "gw-us"
+data_dir = "/tmp/d"
+network = "/tmp/k/network.json"
+key_share = "/tmp/k/gw-us/validator_key_share.json"
+identity_key = "/tmp/k/gw-us/identity_ed25519.hex"
+[peer]
+listen = "127.0.0.1:7100"
+[http]
+listen = "127.0.0.1:8100"
+[[peers]]
+participant = "gw-us"
+address = "127.0.0.1:7100"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn check(extra: &str, overrides: &[(&str, &str)], expected_error_key: Option<&str>) {
+        let text = format!("{BASE}{extra}");
+        match (NodeConfig::parse(&text, env(overrides)), expected_error_key) {
+            (Ok(_), None) => {}
+            (Err(ConfigError::Key { key, .. }), Some(want)) => assert_eq!(key, want, "{extra} {overrides:?}"),
+            (got, want) => panic!("{extra} {overrides:?}: got {got:?}, want error at {want:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_defaults_and_overrides() {
+        let config = NodeConfig::parse(BASE, env(&[("REMIT__BLOCK__AGE_MS_MAX", "7"), ("OTHER", "x")])).expect("valid");
+        assert_eq!(config.block.age_ms_max, 7);
+        assert_eq!(config.log.format, "json");
+        let config = NodeConfig::parse(BASE, env(&[("REMIT__PEER__LISTEN", "127.0.0.1:9999")])).expect("valid");
+        assert_eq!(config.peer.listen.port(), 9999);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        check("", &[("REMIT__PEER__LISTEN", "nonsense")], Some("peer.listen"));
+        check("", &[("REMIT__BLOCK__TRANSFERS_MAX", "0")], Some("block.transfers_max"));
+        check("", &[("REMIT__BLOCK__AGE_MS_MAX", "-3")], Some("block.age_ms_max"));
+        check("", &[("REMIT__LOG__FORMAT", "xml")], Some("log.format"));
+        check("", &[("REMIT__PEER__LISTEN", "10.0.0.1:7100")], Some("tls.enabled"));
+        check("", &[("REMIT__TLS__ENABLED", "true")], Some("tls.ca_cert"));
+        check("[block]\nbogus = 1\n", &[], Some("block.bogus"));
+        check("", &[("REMIT__NODE__PARTICIPANT", "gw-xx")], Some("peers"));
+        check("", &[("REMIT__RAFT__HEARTBEAT_MS", "5000")], Some("raft.election_timeout_min_ms"));
+    }
+}

@@ -1,0 +1,27 @@
+//! Limits and timings of the gateway node, in one place.
+
+/// Transfers pending at the leader before it cuts a block.
+pub const BLOCK_TRANSFERS_TARGET: usize = 8_192;
+/// Age of the oldest pending batch at which the leader cuts a block anyway.
+pub const BLOCK_AGE_MS_MAX: u64 = 25;
+/// Transfers the leader holds pending before refusing more (backpressure).
+pub const PENDING_TRANSFERS_MAX: usize = 262_144;
+/// Proposals in flight (submitted to Raft, not yet applied) at once.
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4;
+/// Largest gRPC message (a Raft append can carry several full blocks).
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Raft log entries (blocks) per append message.
+pub const RAFT_APPEND_ENTRIES_MAX: u64 = 8;
+/// Blocks returned by one GetBlocks call.
+pub const GET_BLOCKS_LIMIT_MAX: u32 = 64;
+/// Heights ahead of the local tip for which early shares are buffered.
+pub const EARLY_SHARE_HEIGHTS_MAX: u64 = 1_024;
+/// How often uncertified blocks are re-announced and certificates fetched.
+pub const CATCH_UP_INTERVAL_MS: u64 = 500;
+/// Age of an uncertified block before its certificate is fetched from peers.
+pub const CERTIFICATE_FETCH_AFTER_MS: u64 = 1_000;
+/// Timeout of one peer RPC.
+pub const PEER_RPC_TIMEOUT_MS: u64 = 10_000;
+
+const _: () = assert!(BLOCK_TRANSFERS_TARGET <= remit_settlement::constants::BLOCK_TRANSFERS_MAX);
+const _: () = assert!(PENDING_TRANSFERS_MAX >= 2 * BLOCK_TRANSFERS_TARGET);

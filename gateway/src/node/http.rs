@@ -1,0 +1,64 @@
+//! `/healthz`, `/readyz` and Prometheus `/metrics`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use remit_settlement::replica::state_machine::lock;
+use remit_settlement::replica::{Raft, SharedChain};
+
+use crate::metrics::Metrics;
+
+/// What the HTTP handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The Raft instance (leader, state).
+    pub raft: Raft,
+    /// The chain (heights).
+    pub chain: SharedChain,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// This node's validator index.
+    pub me: u64,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HttpState(validator {})", self.me)
+    }
+}
+
+/// The router.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
+    let leader = state.raft.metrics().borrow().current_leader;
+    let tip = lock(&state.chain).tip();
+    match (leader, tip) {
+        (Some(leader), Some((height, _))) => (StatusCode::OK, format!("ready: height {height}, leader {leader}\n")),
+        (None, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader\n".into()),
+        (_, None) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no genesis block\n".into()),
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> String {
+    let leader = state.raft.metrics().borrow().current_leader;
+    state.metrics.leader.set(leader.map_or(-1, |l| i64::try_from(l).unwrap_or(-1)));
+    state.metrics.is_leader.set(i64::from(leader == Some(state.me)));
+    {
+        let chain = lock(&state.chain);
+        if let Some((height, _)) = chain.tip() {
+            state.metrics.height.set(i64::try_from(height.0).unwrap_or(i64::MAX));
+        }
+        if let Some(certified) = chain.certified_height() {
+            state.metrics.certified_height.set(i64::try_from(certified.0).unwrap_or(i64::MAX));
+        }
+    }
+    state.metrics.render()
+}

@@ -1,0 +1,240 @@
+//! A running node: ledger chain, Raft replication, certification round,
+//! batch intake, peer gRPC server and HTTP health/metrics server.
+
+pub mod certifier;
+pub mod http;
+pub mod peers;
+pub mod proposer;
+pub mod raft_network;
+pub mod service;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use remit_proto::v1::peer_server::PeerServer;
+use remit_settlement::chain::Chain;
+use remit_settlement::network::{load_validator_key, NetworkConfig};
+use remit_settlement::replica::state_machine::lock;
+use remit_settlement::replica::{AppliedBlock, LedgerStateMachine, Raft, SharedChain, SledRaftLog};
+use remit_settlement::store::SledLedgerStore;
+use remit_settlement::{ParticipantId, SignatureCheck};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::constants::{GRPC_MESSAGE_BYTES_MAX, RAFT_APPEND_ENTRIES_MAX};
+use crate::metrics::Metrics;
+use crate::tls::NodeTls;
+use certifier::{Certifier, CertifierEvent};
+use peers::Peers;
+use proposer::Proposer;
+use raft_network::RaftNetworkFactoryImpl;
+use service::PeerService;
+
+/// Sub-directory of the data directory holding the sled database.
+pub const LEDGER_SUBDIR: &str = "ledger";
+
+/// Raft log entries (blocks) between snapshots.
+pub const SNAPSHOT_EVERY_BLOCKS: u64 = 20_000;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A configured file or key is wrong.
+    #[error("{0}")]
+    Setup(String),
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Chain(#[from] remit_settlement::chain::ChainError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] remit_settlement::store::StoreError),
+    /// A server could not start.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+fn setup(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Setup(e.to_string())
+}
+
+/// A started node.
+pub struct Node {
+    /// Validator index.
+    pub me: u64,
+    /// Raft handle.
+    pub raft: Raft,
+    /// The chain.
+    pub chain: SharedChain,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Node(validator {})", self.me)
+    }
+}
+
+impl Node {
+    /// Opens the ledger, starts Raft, the certification round and both servers.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let network = NetworkConfig::load(&config.node.network).map_err(setup)?;
+        let participant = ParticipantId::new(config.node.participant.clone())
+            .map_err(|e| NodeError::Setup(format!("config key `node.participant`: {e}")))?;
+        let me = network
+            .participant(&participant)
+            .and_then(|p| p.validator_index)
+            .ok_or_else(|| setup(format!("config key `node.participant`: {participant} is not a validator in network.json")))?;
+        let key = load_validator_key(&config.node.key_share).map_err(setup)?;
+        if key.index() != me {
+            return Err(setup(format!("config key `node.key_share`: holds validator {}, not {me}", key.index())));
+        }
+        let addresses = peer_addresses(&config, &network)?;
+        let tls = if config.tls.enabled {
+            let (Some(ca), Some(cert), Some(tls_key)) = (&config.tls.ca_cert, &config.tls.cert, &config.tls.key) else {
+                return Err(setup("config key `tls`: ca_cert, cert and key are required"));
+            };
+            Some(NodeTls::load(ca, cert, tls_key).map_err(setup)?)
+        } else {
+            None
+        };
+        let me = u64::from(me);
+
+        let ledger_dir = config.node.data_dir.join(LEDGER_SUBDIR);
+        std::fs::create_dir_all(&ledger_dir).map_err(|e| setup(format!("{}: {e}", ledger_dir.display())))?;
+        let store = SledLedgerStore::open(&ledger_dir)?;
+        let raft_log = SledRaftLog::open(store.db()).map_err(setup)?;
+        let mut chain = Chain::open(store, Some(&network))?;
+        let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<AppliedBlock>();
+        if chain.tip().is_none() {
+            // Every node derives the same genesis block from network.json.
+            let (genesis, _) = chain.append(network.genesis_proposal(), SignatureCheck::Verify, |_| None)?;
+            info!(hash = %genesis.hash(), "genesis block applied");
+        }
+        let validators = chain.validators().clone();
+        let chain: SharedChain = Arc::new(Mutex::new(chain));
+        let metrics = Metrics::new();
+
+        let peers = Peers::new(addresses.clone(), tls.as_ref()).map_err(setup)?;
+        let raft_config = Config {
+            cluster_name: network.chain_id.to_string(),
+            heartbeat_interval: config.raft.heartbeat_ms,
+            election_timeout_min: config.raft.election_timeout_min_ms,
+            election_timeout_max: config.raft.election_timeout_max_ms,
+            max_payload_entries: RAFT_APPEND_ENTRIES_MAX,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_BLOCKS),
+            max_in_snapshot_log_to_keep: SNAPSHOT_EVERY_BLOCKS / 2,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(setup)?);
+        let state_machine = LedgerStateMachine::new(chain.clone(), applied_tx);
+        let raft = Raft::new(me, raft_config, RaftNetworkFactoryImpl::new(peers.clone()), raft_log, state_machine)
+            .await
+            .map_err(setup)?;
+        if !raft.is_initialized().await.map_err(setup)? {
+            let members: BTreeMap<u64, BasicNode> =
+                addresses.iter().map(|(index, address)| (*index, BasicNode { addr: address.clone() })).collect();
+            if let Err(error) = raft.initialize(members).await {
+                warn!(%error, "raft initialize (another node may have initialised the cluster)");
+            }
+        }
+
+        let (certifier_tx, certifier_rx) = mpsc::unbounded_channel();
+        let certifier = Certifier::new(
+            me,
+            key,
+            validators,
+            chain.clone(),
+            peers.clone(),
+            metrics.clone(),
+            config.testing.forge_shares,
+        );
+        let mut servers = vec![tokio::spawn(certifier.run(certifier_rx))];
+        let forward = certifier_tx.clone();
+        servers.push(tokio::spawn(async move {
+            while let Some(applied) = applied_rx.recv().await {
+                if forward.send(CertifierEvent::Applied(applied)).is_err() {
+                    return;
+                }
+            }
+        }));
+        let proposer = Proposer::new(me, raft.clone(), peers.clone(), metrics.clone(), config.block.clone());
+        servers.push(tokio::spawn(proposer.clone().run()));
+
+        let service = PeerServer::new(PeerService::new(raft.clone(), chain.clone(), proposer, certifier_tx))
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            builder = builder.tls_config(tls.server()).map_err(|e| NodeError::Server(e.to_string()))?;
+        }
+        let peer_listener = tokio::net::TcpListener::bind(config.peer.listen)
+            .await
+            .map_err(|e| NodeError::Server(format!("config key `peer.listen` ({}): {e}", config.peer.listen)))?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+        let router = builder.add_service(service);
+        servers.push(tokio::spawn(async move {
+            if let Err(error) = router.serve_with_incoming(incoming).await {
+                tracing::error!(%error, "peer server stopped");
+            }
+        }));
+
+        let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|e| NodeError::Server(format!("config key `http.listen` ({}): {e}", config.http.listen)))?;
+        let app = http::router(http::HttpState { raft: raft.clone(), chain: chain.clone(), metrics, me });
+        servers.push(tokio::spawn(async move {
+            if let Err(error) = axum::serve(http_listener, app).await {
+                tracing::error!(%error, "http server stopped");
+            }
+        }));
+        info!(
+            validator = me,
+            participant = %participant,
+            peer = %config.peer.listen,
+            http = %config.http.listen,
+            tls = config.tls.enabled,
+            height = lock(&chain).tip().map(|(h, _)| h.0),
+            "node started"
+        );
+        Ok(Self { me, raft, chain, servers })
+    }
+
+    /// Stops Raft and the servers; the store is flushed on every write, so
+    /// nothing acknowledged is lost.
+    pub async fn shutdown(self) {
+        if let Err(error) = self.raft.shutdown().await {
+            warn!(%error, "raft shutdown");
+        }
+        for server in self.servers {
+            server.abort();
+        }
+        info!("node stopped");
+    }
+}
+
+/// Validator index -> peer address, checked against network.json.
+fn peer_addresses(config: &NodeConfig, network: &NetworkConfig) -> Result<BTreeMap<u64, String>, NodeError> {
+    let mut addresses = BTreeMap::new();
+    for (i, entry) in config.peers.iter().enumerate() {
+        let id = ParticipantId::new(entry.participant.clone())
+            .map_err(|e| setup(format!("config key `peers[{i}].participant`: {e}")))?;
+        let index = network
+            .participant(&id)
+            .and_then(|p| p.validator_index)
+            .ok_or_else(|| setup(format!("config key `peers[{i}].participant`: {id} is not a validator")))?;
+        if addresses.insert(u64::from(index), entry.address.clone()).is_some() {
+            return Err(setup(format!("config key `peers[{i}].participant`: {id} listed twice")));
+        }
+    }
+    let expected: BTreeSet<u64> = (0..u64::from(network.validators.count)).collect();
+    let listed: BTreeSet<u64> = addresses.keys().copied().collect();
+    if listed != expected {
+        return Err(setup(format!(
+            "config key `peers`: must list all {} validators of network.json",
+            network.validators.count
+        )));
+    }
+    Ok(addresses)
+}

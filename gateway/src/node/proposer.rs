@@ -1,0 +1,250 @@
+//! Batch intake and block cutting. Any node accepts a signed batch; a
+//! follower forwards it to the leader. The leader queues batches (bounded:
+//! beyond the limit it refuses with RESOURCE_EXHAUSTED) and cuts a block
+//! proposal when enough transfers are pending or the oldest batch has waited
+//! long enough. A batch is answered once its block is applied, i.e. durable
+//! on a quorum; certification follows.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use remit_proto::v1::{SubmitBatchReply, SubmitBatchRequest, TransferResult};
+use remit_settlement::block::{EntryResult, TransferOutcome};
+use remit_settlement::codec::Reader;
+use remit_settlement::constants::BLOCK_TRANSFERS_MAX;
+use remit_settlement::replica::{Proposal, Raft};
+use remit_settlement::{Entry, RejectReason, TransferBatch};
+use tokio::sync::{oneshot, Notify, Semaphore};
+use tonic::Status;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::peers::Peers;
+use crate::config::BlockSection;
+use crate::constants::{PENDING_TRANSFERS_MAX, PROPOSALS_IN_FLIGHT_MAX};
+use crate::metrics::Metrics;
+
+type Reply = Result<SubmitBatchReply, Status>;
+
+struct PendingBatch {
+    batch: TransferBatch,
+    reply: oneshot::Sender<Reply>,
+    received: Instant,
+}
+
+#[derive(Default)]
+struct Queue {
+    batches: VecDeque<PendingBatch>,
+    transfers: usize,
+}
+
+/// Intake queue and block cutter of one node.
+pub struct Proposer {
+    me: u64,
+    raft: Raft,
+    peers: Peers,
+    metrics: Metrics,
+    block: BlockSection,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Proposer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proposer(validator {})", self.me)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The reply to a batch from its entry's result in an applied block.
+pub fn reply_for(height: u64, block_hash: &[u8], result: &EntryResult) -> SubmitBatchReply {
+    let mut reply = SubmitBatchReply { height, block_hash: block_hash.to_vec(), ..Default::default() };
+    match result {
+        EntryResult::Rejected { reason } => {
+            reply.batch_rejected = true;
+            reply.batch_reason = reason_name(*reason);
+            reply.batch_iso_code = reason.iso_code().unwrap_or_default().to_owned();
+        }
+        EntryResult::Batch { outcomes } => {
+            reply.results = outcomes
+                .iter()
+                .map(|outcome| match outcome {
+                    TransferOutcome::Accepted => TransferResult { accepted: true, ..Default::default() },
+                    TransferOutcome::Rejected(reason) => TransferResult {
+                        accepted: false,
+                        reason: reason_name(*reason),
+                        iso_code: reason.iso_code().unwrap_or_default().to_owned(),
+                    },
+                })
+                .collect();
+        }
+        EntryResult::Applied => {}
+    }
+    reply
+}
+
+/// The snake_case name of a reason, as in JSON exports.
+pub fn reason_name(reason: RejectReason) -> String {
+    serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+impl Proposer {
+    /// A proposer for validator `me`.
+    pub fn new(me: u64, raft: Raft, peers: Peers, metrics: Metrics, block: BlockSection) -> Arc<Self> {
+        Arc::new(Self {
+            me,
+            raft,
+            peers,
+            metrics,
+            block,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            in_flight: Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX)),
+        })
+    }
+
+    fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().expect("the queue lock is never held across a panic")
+    }
+
+    /// Handles SubmitBatch: queue here when leading, else forward once.
+    pub async fn submit(&self, request: SubmitBatchRequest) -> Reply {
+        let mut reader = Reader::new(&request.batch, "batch");
+        let batch = TransferBatch::decode(&mut reader)
+            .and_then(|batch| reader.finish().map(|()| batch))
+            .map_err(|e| Status::invalid_argument(format!("batch: {e}")))?;
+        match self.leader() {
+            Some(leader) if leader == self.me => self.enqueue(batch).await,
+            Some(leader) if !request.forwarded => {
+                let mut client =
+                    self.peers.client(leader).ok_or_else(|| Status::unavailable("leader has no known address"))?;
+                let forwarded = SubmitBatchRequest { batch: request.batch, forwarded: true };
+                client.submit_batch(forwarded).await.map(tonic::Response::into_inner)
+            }
+            Some(_) => Err(Status::unavailable("not the leader (leadership changed); retry")),
+            None => Err(Status::unavailable("no leader elected yet; retry")),
+        }
+    }
+
+    async fn enqueue(&self, batch: TransferBatch) -> Reply {
+        let count = batch.transfers.len();
+        self.metrics.batch_transfers.observe(count as f64);
+        let (reply, receive) = oneshot::channel();
+        {
+            let mut queue = self.queue();
+            if queue.transfers + count > PENDING_TRANSFERS_MAX {
+                return Err(Status::resource_exhausted(format!(
+                    "{} transfers pending at the leader (limit {PENDING_TRANSFERS_MAX}); slow down and retry",
+                    queue.transfers
+                )));
+            }
+            queue.transfers += count;
+            queue.batches.push_back(PendingBatch { batch, reply, received: Instant::now() });
+        }
+        self.wake.notify_one();
+        receive.await.unwrap_or_else(|_| Err(Status::unavailable("node shutting down; retry")))
+    }
+
+    /// Takes batches for one block, when a block is due.
+    fn take_block(&self, force: bool) -> Option<Vec<PendingBatch>> {
+        let mut queue = self.queue();
+        let due = queue.transfers >= self.block.transfers_max
+            || queue.batches.front().is_some_and(|b| b.received.elapsed() >= Duration::from_millis(self.block.age_ms_max));
+        if queue.batches.is_empty() || !(due || force) {
+            return None;
+        }
+        let mut taken = Vec::new();
+        let mut transfers = 0;
+        while let Some(next) = queue.batches.front() {
+            let count = next.batch.transfers.len();
+            if !taken.is_empty()
+                && (transfers + count > BLOCK_TRANSFERS_MAX || transfers >= self.block.transfers_max)
+            {
+                break;
+            }
+            transfers += count;
+            taken.push(queue.batches.pop_front().expect("front exists"));
+        }
+        queue.transfers -= transfers;
+        Some(taken)
+    }
+
+    fn fail_all(&self, status: &Status) {
+        let drained: Vec<PendingBatch> = {
+            let mut queue = self.queue();
+            queue.transfers = 0;
+            queue.batches.drain(..).collect()
+        };
+        for pending in drained {
+            let _ = pending.reply.send(Err(status.clone()));
+        }
+    }
+
+    /// The cutting loop; runs for the node's lifetime.
+    pub async fn run(self: Arc<Self>) {
+        let tick = Duration::from_millis(self.block.age_ms_max.max(1));
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(tick) => {}
+            }
+            if self.leader() != Some(self.me) {
+                if !self.queue().batches.is_empty() {
+                    self.fail_all(&Status::unavailable("leadership lost before the batch was proposed; retry"));
+                }
+                continue;
+            }
+            while let Some(batches) = self.take_block(false) {
+                let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.propose(batches).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    async fn propose(&self, batches: Vec<PendingBatch>) {
+        let transfers: usize = batches.iter().map(|b| b.batch.transfers.len()).sum();
+        let (entries, replies): (Vec<Entry>, Vec<oneshot::Sender<Reply>>) =
+            batches.into_iter().map(|p| (Entry::TransferBatch { batch: p.batch }, p.reply)).unzip();
+        let span = info_span!("settlement.propose", batches = entries.len(), transfers);
+        self.metrics.proposals.inc();
+        let result = self.raft.client_write(Proposal { timestamp_ms: now_ms(), entries }).instrument(span).await;
+        match result {
+            Ok(response) => {
+                let data = response.data;
+                match (data.block, data.refused) {
+                    (Some((height, hash)), None) => {
+                        debug!(height = height.0, transfers, "block applied");
+                        for (reply, result) in replies.into_iter().zip(&data.results) {
+                            let _ = reply.send(Ok(reply_for(height.0, &hash.0, result)));
+                        }
+                    }
+                    (_, refused) => {
+                        let status = Status::internal(format!("proposal refused: {}", refused.unwrap_or_default()));
+                        for reply in replies {
+                            let _ = reply.send(Err(status.clone()));
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                warn!(%error, "proposal failed");
+                let status = Status::unavailable(format!("proposal not committed ({error}); retry"));
+                for reply in replies {
+                    let _ = reply.send(Err(status.clone()));
+                }
+            }
+        }
+    }
+}

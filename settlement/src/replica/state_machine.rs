@@ -1,0 +1,232 @@
+//! The Raft state machine: applies committed proposals to the ledger chain,
+//! recording the Raft log position in the same atomic batch as each block,
+//! and announces every new block for certification.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::log_store::blocking;
+use super::{Proposal, ProposalResponse, TypeConfig};
+use crate::block::{Block, BlockHeader};
+use crate::certify::Certificate;
+use crate::chain::Chain;
+use crate::ids::Height;
+use crate::ledger::SignatureCheck;
+use crate::store::{LedgerStore, SledLedgerStore};
+
+type Entry = openraft::Entry<TypeConfig>;
+type Membership = StoredMembership<u64, openraft::BasicNode>;
+
+/// The node's chain, shared between the state machine and the node's services.
+pub type SharedChain = Arc<Mutex<Chain<SledLedgerStore>>>;
+
+/// Locks the shared chain. A panic while holding the lock means the chain may
+/// be half-updated in memory; carrying on would be unsafe, so it propagates.
+pub fn lock(chain: &SharedChain) -> MutexGuard<'_, Chain<SledLedgerStore>> {
+    chain.lock().expect("a panic while holding the chain lock stops the node")
+}
+
+const META_APPLIED: &str = "raft/applied";
+const META_MEMBERSHIP: &str = "raft/membership";
+
+/// A block the state machine just made durable, for the certification round.
+#[derive(Clone, Debug)]
+pub struct AppliedBlock {
+    /// The block's header.
+    pub header: BlockHeader,
+}
+
+/// The ledger as an openraft state machine.
+#[derive(Debug)]
+pub struct LedgerStateMachine {
+    chain: SharedChain,
+    applied_blocks: mpsc::UnboundedSender<AppliedBlock>,
+    current_snapshot: Option<(SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>)>,
+}
+
+/// Everything a far-behind node needs to continue from a snapshot.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    applied: Option<LogId<u64>>,
+    membership: Membership,
+    tip_block: Vec<u8>,
+    tip_certificate: Option<Vec<u8>>,
+    state: Vec<u8>,
+    /// Every applied UETR with its height: the duplicate index.
+    uetrs: Vec<([u8; 16], u64)>,
+}
+
+fn io_read(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+fn io_write(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+impl LedgerStateMachine {
+    /// A state machine over `chain`, announcing new blocks on `applied_blocks`.
+    pub fn new(chain: SharedChain, applied_blocks: mpsc::UnboundedSender<AppliedBlock>) -> Self {
+        Self { chain, applied_blocks, current_snapshot: None }
+    }
+
+    fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StorageError<u64>> {
+        let bytes = lock(&self.chain).store().meta(key).map_err(io_read)?;
+        bytes.map(|b| bincode::deserialize(&b).map_err(io_read)).transpose()
+    }
+
+    fn apply_one(&mut self, entry: Entry) -> Result<ProposalResponse, StorageError<u64>> {
+        let applied = bincode::serialize(&Some(entry.log_id)).map_err(io_write)?;
+        match entry.payload {
+            EntryPayload::Blank => {
+                lock(&self.chain).store().put_meta(&[(META_APPLIED, applied)]).map_err(io_write)?;
+                Ok(ProposalResponse::default())
+            }
+            EntryPayload::Membership(membership) => {
+                let stored = Membership::new(Some(entry.log_id), membership);
+                let stored = bincode::serialize(&stored).map_err(io_write)?;
+                lock(&self.chain)
+                    .store()
+                    .put_meta(&[(META_APPLIED, applied), (META_MEMBERSHIP, stored)])
+                    .map_err(io_write)?;
+                Ok(ProposalResponse::default())
+            }
+            EntryPayload::Normal(proposal) => self.apply_proposal(proposal, applied),
+        }
+    }
+
+    fn apply_proposal(&mut self, proposal: Proposal, applied: Vec<u8>) -> Result<ProposalResponse, StorageError<u64>> {
+        let mut chain = lock(&self.chain);
+        let block_proposal = chain.next_proposal(proposal.timestamp_ms, proposal.entries);
+        let height = block_proposal.height;
+        let span = tracing::info_span!("settlement.replica.apply", height = height.0);
+        let _guard = span.enter();
+        match chain.append_with_meta(block_proposal, SignatureCheck::Verify, |_| None, &[(META_APPLIED, applied.clone())]) {
+            Ok((block, _)) => {
+                let response = ProposalResponse {
+                    block: Some((block.height(), block.hash())),
+                    results: block.results.clone(),
+                    refused: None,
+                };
+                // The receiver lives as long as the node; if it is gone the
+                // node is shutting down and certification no longer matters.
+                let _ = self.applied_blocks.send(AppliedBlock { header: block.header });
+                Ok(response)
+            }
+            Err(crate::chain::ChainError::Block(error)) => {
+                // A structurally invalid proposal (only a faulty leader makes
+                // one) is refused identically on every replica.
+                warn!(%error, "proposal refused");
+                chain.store().put_meta(&[(META_APPLIED, applied)]).map_err(io_write)?;
+                Ok(ProposalResponse { block: None, results: Vec::new(), refused: Some(error.to_string()) })
+            }
+            Err(error) => Err(io_write(error)),
+        }
+    }
+
+    fn build_payload(&self) -> Result<(SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>), StorageError<u64>> {
+        let applied: Option<LogId<u64>> = self.meta::<Option<LogId<u64>>>(META_APPLIED)?.flatten();
+        let membership: Membership = self.meta(META_MEMBERSHIP)?.unwrap_or_default();
+        let chain = lock(&self.chain);
+        let state = chain.state();
+        let (height, _) = state.tip().ok_or_else(|| io_read("no block to snapshot"))?;
+        let tip_block = chain.store().block_bytes(height).map_err(io_read)?.ok_or_else(|| io_read("tip missing"))?;
+        let tip_certificate = chain.store().certificate(height).map_err(io_read)?.map(|c| c.to_bytes().to_vec());
+        let payload = SnapshotPayload {
+            applied,
+            membership: membership.clone(),
+            tip_block,
+            tip_certificate,
+            state: state.encode_snapshot(),
+            uetrs: state.applied_transfers().map(|(u, h)| (*u.as_bytes(), h.0)).collect(),
+        };
+        let bytes = bincode::serialize(&payload).map_err(io_read)?;
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id: format!("h{}-i{}", height.0, applied.map_or(0, |a| a.index)),
+        };
+        Ok((meta, bytes))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for LedgerStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let (meta, bytes) = blocking(|| self.build_payload())?;
+        info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
+        self.current_snapshot = Some((meta.clone(), bytes.clone()));
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
+        let applied = self.meta::<Option<LogId<u64>>>(META_APPLIED)?.flatten();
+        let membership = self.meta(META_MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResponse>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        blocking(|| entries.into_iter().map(|entry| self.apply_one(entry)).collect())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        Self { chain: self.chain.clone(), applied_blocks: self.applied_blocks.clone(), current_snapshot: None }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let bytes = snapshot.into_inner();
+        let payload: SnapshotPayload = bincode::deserialize(&bytes).map_err(io_write)?;
+        let tip = Block::decode(&payload.tip_block).map_err(io_write)?;
+        let certificate = payload.tip_certificate.as_deref().and_then(Certificate::from_bytes);
+        let uetrs = payload
+            .uetrs
+            .iter()
+            .map(|(u, h)| crate::ids::Uetr::from_bytes(*u).map(|u| (u, Height(*h))))
+            .collect::<Result<_, _>>()
+            .map_err(io_write)?;
+        let state = crate::ledger::LedgerState::decode_snapshot(&payload.state, uetrs).map_err(io_write)?;
+        let applied = bincode::serialize(&payload.applied).map_err(io_write)?;
+        let membership = bincode::serialize(&payload.membership).map_err(io_write)?;
+        blocking(|| {
+            lock(&self.chain).install_snapshot(
+                state,
+                tip,
+                certificate,
+                &[(META_APPLIED, applied), (META_MEMBERSHIP, membership)],
+            )
+        })
+        .map_err(io_write)?;
+        info!(snapshot = %meta.snapshot_id, "snapshot installed");
+        self.current_snapshot = Some((meta.clone(), bytes));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        Ok(self
+            .current_snapshot
+            .as_ref()
+            .map(|(meta, bytes)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(bytes.clone())) }))
+    }
+}
