@@ -42,7 +42,8 @@ fn bench_certify(c: &mut Criterion) {
         })
     });
     group.bench_function("verify_certificate", |b| b.iter(|| assert!(certificate.verify(&group_key, &message))));
-    group.bench_function("certify_optimistic_3_of_4", |b| b.iter(|| set.certify(&message, &shares).expect("certifies")));
+    group
+        .bench_function("certify_optimistic_3_of_4", |b| b.iter(|| set.certify(&message, &shares).expect("certifies")));
     group.finish();
 }
 

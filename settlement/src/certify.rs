@@ -5,7 +5,7 @@
 //! that verifies against the single group public key. Auditors need nothing
 //! else to check a certificate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -169,7 +169,7 @@ pub enum CertifyError {
         valid: usize,
         /// Shares needed (2f + 1).
         needed: usize,
-        /// Validators whose shares failed verification.
+        /// Validators whose shares all failed verification.
         rejected: Vec<u32>,
     },
     /// A share from an index outside the validator set.
@@ -250,22 +250,26 @@ impl ValidatorSet {
                 return Ok(certificate);
             }
         }
-        let mut rejected = Vec::new();
-        let valid: Vec<&Share> = unique
-            .values()
-            .copied()
-            .filter(|share| {
-                let ok = self.verify_share(share, message);
-                if !ok {
-                    rejected.push(share.validator);
-                }
-                ok
-            })
-            .collect();
+        // A validator counts with its first share that verifies, not merely its
+        // first share: a forged share claiming an honest validator's index,
+        // seen before the real one, must not shadow it.
+        let mut valid: BTreeMap<u32, &Share> = BTreeMap::new();
+        let mut failed = BTreeSet::new();
+        for share in shares {
+            if valid.contains_key(&share.validator) {
+                continue;
+            }
+            if self.verify_share(share, message) {
+                valid.insert(share.validator, share);
+            } else {
+                failed.insert(share.validator);
+            }
+        }
+        let rejected: Vec<u32> = failed.into_iter().filter(|validator| !valid.contains_key(validator)).collect();
         if valid.len() < needed {
             return Err(CertifyError::NotEnoughShares { valid: valid.len(), needed, rejected });
         }
-        self.combine_verified(message, valid.into_iter().take(needed)).ok_or(CertifyError::NotEnoughShares {
+        self.combine_verified(message, valid.into_values().take(needed)).ok_or(CertifyError::NotEnoughShares {
             valid: 0,
             needed,
             rejected,

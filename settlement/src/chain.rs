@@ -81,8 +81,8 @@ impl<S: LedgerStore> Chain<S> {
         Ok(chain)
     }
 
-    /// Re-checks the stored tip: snapshot height and hash, state root, the
-    /// link to the previous block, and the newest certificate.
+    /// Re-checks the stored tip: snapshot height, hash, state root and
+    /// timestamp, the link to the previous block, and the newest certificate.
     fn check_tip(&mut self) -> Result<(), ChainError> {
         let applied = self.store.applied_height()?;
         if applied != self.state.tip().map(|(h, _)| h) {
@@ -101,6 +101,12 @@ impl<S: LedgerStore> Chain<S> {
         }
         if tip.header.state_root != self.state.state_root() {
             return Err(inconsistent("state snapshot does not match the tip's state root"));
+        }
+        // The last timestamp is outside the state root, so it is checked on its
+        // own: a wrong one would let the next block go back in time or refuse
+        // every honest proposal.
+        if tip.header.timestamp_ms != self.state.last_timestamp_ms() {
+            return Err(inconsistent("state snapshot timestamp differs from the tip's"));
         }
         if self.state.applied_transfer_count() as u64 != self.state.transfers_accepted_total() {
             return Err(inconsistent("applied-UETR index does not match the accepted transfer count"));

@@ -65,6 +65,17 @@ pub enum BlockError {
         /// The limit.
         max: usize,
     },
+    /// An administrative entry whose data has no canonical encoding (a
+    /// participant record that fails validation, a cap in a currency without
+    /// minor units). Such an entry could not be stored and read back, so it
+    /// never enters a block.
+    #[error("entries[{index}]: {reason}")]
+    InvalidEntry {
+        /// Position of the entry in the proposal.
+        index: usize,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
     /// Prechecked signatures given for a different number of entries.
     #[error("{got} signature checks given for {expected} entries")]
     SignatureCheckMismatch {
@@ -83,6 +94,24 @@ pub enum SignatureCheck {
     /// The caller verified them beforehand (for example in parallel, with
     /// [`LedgerState::check_signatures`]); one flag per entry, true = valid.
     Prechecked(Vec<bool>),
+}
+
+/// Refuses administrative entries that cannot round-trip through the
+/// canonical encoding: `Participant::encode` requires a valid record (its
+/// caps exact to minor units) and `Participant::decode` validates, so an
+/// invalid registration would either stop the node while hashing the entries
+/// or produce a block that the store and auditors cannot decode.
+fn check_encodable(index: usize, entry: &Entry) -> Result<(), BlockError> {
+    let invalid = |reason: String| BlockError::InvalidEntry { index, reason };
+    match entry {
+        Entry::RegisterParticipant { participant } => {
+            participant.validate().map_err(|e| invalid(format!("participant.{e}")))
+        }
+        Entry::SetNetDebitCap { currency, .. } if currency.exponent().is_none() => {
+            Err(invalid(format!("currency: {} has no minor unit", currency.code())))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A registered participant with its open-window positions, one per settlement currency.
@@ -300,7 +329,8 @@ impl LedgerState {
             return Err(BlockError::TooLarge { what: "entries", got: proposal.entries.len(), max: BLOCK_ENTRIES_MAX });
         }
         let mut transfers = 0usize;
-        for entry in &proposal.entries {
+        for (index, entry) in proposal.entries.iter().enumerate() {
+            check_encodable(index, entry)?;
             let count = entry.transfer_count();
             if count > BATCH_TRANSFERS_MAX {
                 return Err(BlockError::TooLarge { what: "batch transfers", got: count, max: BATCH_TRANSFERS_MAX });

@@ -22,7 +22,7 @@ pub enum MoneyError {
         code: String,
     },
     /// The currency has no minor unit (gold, test codes, ...) and cannot settle.
-    #[error("{field}: currency {currency} has no minor unit and cannot be settled")]
+    #[error("{field}: currency {} has no minor unit and cannot be settled", currency.code())]
     CurrencyNotSettleable {
         /// The offending field.
         field: String,
@@ -46,7 +46,7 @@ pub enum MoneyError {
         amount: Decimal,
     },
     /// More decimals than the currency's minor unit allows.
-    #[error("{field}: {amount} has more decimal places than {currency} allows ({exponent})")]
+    #[error("{field}: {amount} has more decimal places than {} allows ({exponent})", currency.code())]
     TooPrecise {
         /// The offending field.
         field: String,
@@ -68,7 +68,7 @@ pub enum MoneyError {
         max: Decimal,
     },
     /// Two amounts in different currencies were combined.
-    #[error("{field}: currency mismatch ({left} vs {right})")]
+    #[error("{field}: currency mismatch ({} vs {})", left.code(), right.code())]
     CurrencyMismatch {
         /// The offending field.
         field: String,

@@ -326,7 +326,8 @@ pub fn write_network(generated: &GeneratedNetwork, dir: &Path) -> Result<(), Net
     Ok(())
 }
 
-/// Creates `path` with mode 0600 (before any byte is written) and writes `bytes`.
+/// Creates or truncates `path` with mode 0600 (before any byte is written)
+/// and writes `bytes`.
 pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), NetworkError> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -336,6 +337,14 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), NetworkError> 
         options.mode(0o600);
     }
     let mut file = options.open(path).map_err(io_error(path))?;
+    // `mode` applies only when the file is created; an existing file (keygen
+    // --force) keeps its old mode unless it is set here, before the secret is
+    // written.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_error(path))?;
+    }
     file.write_all(bytes).map_err(io_error(path))?;
     file.sync_all().map_err(io_error(path))
 }

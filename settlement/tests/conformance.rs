@@ -1,0 +1,271 @@
+//! Conformance of the canonical encoding: hashes of fixed sample blocks built
+//! from fully deterministic inputs (fixed keys, UETRs, timestamps, chain id).
+//!
+//! CHANGING ANY PINNED VALUE BELOW IS A DELIBERATE FORMAT CHANGE. Block hashes,
+//! Merkle roots, state roots and batch signatures are persisted, signed by the
+//! validators and checked by auditors; a different value means every existing
+//! chain stops verifying. If a pin fails, either fix the change that broke it,
+//! or bump the relevant version tag (`BLOCK_FORMAT_VERSION`, the `*_V1` domain
+//! tags), update the pins in the same reviewed commit and note it in CHANGELOG.md.
+//! The failure message of `pinned_hashes` lists every current value.
+//!
+//! The fixture is self-contained on purpose: it does not use `common`, so
+//! editing the shared test network cannot move these pins.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::SigningKey;
+use iso_currency::Currency;
+use remit_settlement::block::{BLOCK_ENCODING_TAG, BLOCK_FORMAT_VERSION};
+use remit_settlement::certify::CertificationMessage;
+use remit_settlement::hash::{hash_with_domain, Digest32};
+use remit_settlement::{
+    Block, BlockProposal, ChainId, CountryCode, Entry, EntryResult, Height, LedgerState, Money, OriginKey, Participant,
+    ParticipantId, ParticipantStatus, RejectReason, SignatureCheck, Transfer, TransferBatch, TransferOutcome, Uetr,
+};
+use rust_decimal::Decimal;
+
+// Pinned values. See the module comment before changing any of them.
+const GENESIS_HASH: &str = "1b70f3c18c633d01ec422976348849022fb918d47b4bf8d9c52e85abf8829b2d";
+const GENESIS_STATE_ROOT: &str = "3c47698af28bc9f783e9ed31ee80faa62be5c885131192b9f02302bc26bf977c";
+const GENESIS_ENCODED_LEN: usize = 586;
+const BLOCK1_HASH: &str = "f1a1144461604ab083dd9fe3b7bcd3c8e13d730da4ae0dd1cf373b487abe51c5";
+const BLOCK1_ENTRIES_ROOT: &str = "31be0e5938aa61e613549fdbfa08d442f96830766cafd10bf66628ebc99ead39";
+const BLOCK1_RESULTS_ROOT: &str = "d4a83996bf740bbd17c754305e9d03b9d4ec58b5c13258e9f142ced2bfedb486";
+const BLOCK1_STATE_ROOT: &str = "8a66b80ccccbe56c1242907ce86e5e94fe57027285332e14cd60277ef0dd5064";
+const BLOCK1_ENCODED_LEN: usize = 944;
+/// SHA-256 of the whole canonical encoding of block 1.
+const BLOCK1_ENCODING_SHA256: &str = "0814e70d73c95fade67b591198221531f2509226d823ba0ce28d942bb176f76b";
+/// The digest `bank-a` signs for its batch in block 1.
+const BATCH_SIGNING_DIGEST: &str = "e3bbe22b91bc15d8699a21e2c31db904793367665c2f5188ea9ad92267810298";
+/// SHA-256 of the certification message validators sign for block 1.
+const BLOCK1_CERT_MESSAGE_SHA256: &str = "ab785839ded9fbbc396612bec40cf19cc1228d49ad3c7a82735505c23c24703c";
+
+const GENESIS_TIME_MS: u64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+const BLOCK1_TIME_MS: u64 = GENESIS_TIME_MS + 60_000;
+
+fn chain_id() -> ChainId {
+    ChainId::new("remit-conformance-v1").expect("valid")
+}
+
+fn id(text: &str) -> ParticipantId {
+    ParticipantId::new(text).expect("valid")
+}
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn bank(name: &str, country: &str, seed: u8, caps: &[(Currency, Decimal)], validator: Option<u32>) -> Participant {
+    let caps: BTreeMap<Currency, Decimal> = caps.iter().copied().collect();
+    Participant {
+        id: id(name),
+        name: format!("Conformance {name}"),
+        country: CountryCode::new(country).expect("valid"),
+        settlement_currencies: caps.keys().copied().collect(),
+        origin_key: OriginKey::new(key(seed).verifying_key()),
+        validator_index: validator,
+        net_debit_caps: caps,
+        status: ParticipantStatus::Active,
+    }
+}
+
+fn genesis_proposal() -> BlockProposal {
+    let participants = [
+        bank(
+            "bank-a",
+            "US",
+            0x11,
+            &[(Currency::USD, Decimal::new(500_000, 2)), (Currency::EUR, Decimal::new(100_000, 2))],
+            Some(0),
+        ),
+        bank(
+            "bank-b",
+            "JP",
+            0x22,
+            &[(Currency::JPY, Decimal::new(1_000_000, 0)), (Currency::USD, Decimal::new(500_000, 2))],
+            Some(1),
+        ),
+        bank(
+            "bank-c",
+            "KW",
+            0x33,
+            &[(Currency::KWD, Decimal::new(1_000_000, 3)), (Currency::USD, Decimal::ZERO)],
+            None,
+        ),
+    ];
+    BlockProposal {
+        height: Height::GENESIS,
+        prev_hash: Digest32::ZERO,
+        timestamp_ms: GENESIS_TIME_MS,
+        entries: participants.into_iter().map(|participant| Entry::RegisterParticipant { participant }).collect(),
+    }
+}
+
+fn transfer(uetr: &str, origin: &str, destination: &str, amount: &str, commitment: u8) -> Transfer {
+    Transfer {
+        uetr: uetr.parse::<Uetr>().expect("v4 uuid"),
+        origin: id(origin),
+        destination: id(destination),
+        amount: Money::parse(amount, "amount").expect("valid"),
+        payload_commitment: Digest32([commitment; 32]),
+        created_at_ms: GENESIS_TIME_MS + 30_000,
+    }
+}
+
+fn batch_a() -> TransferBatch {
+    TransferBatch::sign(
+        &chain_id(),
+        id("bank-a"),
+        vec![
+            transfer("0b8a6f1e-2c3d-4e5f-8a6b-7c8d9e0f1a01", "bank-a", "bank-b", "1234.56 USD", 0xa1),
+            transfer("0b8a6f1e-2c3d-4e5f-8a6b-7c8d9e0f1a02", "bank-a", "bank-c", "10.00 EUR", 0xa2),
+        ],
+        &key(0x11),
+    )
+}
+
+/// Block 1 covers every entry type and every result type.
+fn block1_entries() -> Vec<Entry> {
+    vec![
+        Entry::TransferBatch { batch: batch_a() },
+        Entry::TransferBatch {
+            batch: TransferBatch::sign(
+                &chain_id(),
+                id("bank-b"),
+                vec![
+                    transfer("0b8a6f1e-2c3d-4e5f-9a6b-7c8d9e0f1b01", "bank-b", "bank-c", "99.99 USD", 0xb1),
+                    transfer("0b8a6f1e-2c3d-4e5f-8a6b-7c8d9e0f1a01", "bank-b", "bank-a", "5.00 USD", 0xb2),
+                ],
+                &key(0x22),
+            ),
+        },
+        Entry::SetNetDebitCap { participant: id("bank-c"), currency: Currency::KWD, cap: Decimal::new(250_500, 3) },
+        Entry::SetParticipantStatus { participant: id("bank-b"), status: ParticipantStatus::Suspended },
+        // Signed with the wrong key: rejected whole.
+        Entry::TransferBatch {
+            batch: TransferBatch::sign(
+                &chain_id(),
+                id("bank-c"),
+                vec![transfer("0b8a6f1e-2c3d-4e5f-aa6b-7c8d9e0f1c01", "bank-c", "bank-a", "1.000 KWD", 0xc1)],
+                &key(0x44),
+            ),
+        },
+    ]
+}
+
+fn build() -> (Block, Block, LedgerState) {
+    let mut state = LedgerState::new(chain_id());
+    let genesis = state.apply(genesis_proposal(), SignatureCheck::Verify).expect("genesis applies");
+    let proposal = BlockProposal {
+        height: Height(1),
+        prev_hash: genesis.hash(),
+        timestamp_ms: BLOCK1_TIME_MS,
+        entries: block1_entries(),
+    };
+    let block1 = state.apply(proposal, SignatureCheck::Verify).expect("block 1 applies");
+    (genesis, block1, state)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hash_with_domain(b"", bytes).to_hex()
+}
+
+#[test]
+fn sample_outcomes_are_as_designed() {
+    // Guards the fixture itself: the pins below cover every entry and result type.
+    let (genesis, block1, state) = build();
+    assert_eq!(genesis.results, vec![EntryResult::Applied; 3]);
+    use TransferOutcome::*;
+    assert_eq!(
+        block1.results,
+        vec![
+            EntryResult::Batch { outcomes: vec![Accepted, Rejected(RejectReason::DestinationCurrencyNotSettled)] },
+            EntryResult::Batch { outcomes: vec![Accepted, Rejected(RejectReason::DuplicateUetr)] },
+            EntryResult::Applied,
+            EntryResult::Applied,
+            EntryResult::Rejected { reason: RejectReason::BadSignature },
+        ]
+    );
+    let h = &block1.header;
+    assert_eq!((h.version, h.height, h.prev_hash), (BLOCK_FORMAT_VERSION, Height(1), genesis.hash()));
+    assert_eq!((h.entry_count, h.transfer_count, h.accepted_count), (5, 5, 2));
+    assert_eq!(state.position(&id("bank-a"), Currency::USD).to_string(), "-1234.56");
+    assert_eq!(state.position(&id("bank-b"), Currency::USD).to_string(), "1134.57");
+    assert_eq!(state.position(&id("bank-c"), Currency::USD).to_string(), "99.99");
+}
+
+/// Checks every pin and, on any mismatch, lists all of them with their
+/// current values so a deliberate format change updates them in one go.
+#[test]
+fn pinned_hashes() {
+    let (genesis, block1, _) = build();
+    let message = CertificationMessage::for_header(&block1.header);
+    let pins: [(&str, String, String); 11] = [
+        ("GENESIS_HASH", genesis.hash().to_hex(), GENESIS_HASH.into()),
+        ("GENESIS_STATE_ROOT", genesis.header.state_root.to_hex(), GENESIS_STATE_ROOT.into()),
+        ("GENESIS_ENCODED_LEN", genesis.encode().len().to_string(), GENESIS_ENCODED_LEN.to_string()),
+        ("BLOCK1_HASH", block1.hash().to_hex(), BLOCK1_HASH.into()),
+        ("BLOCK1_ENTRIES_ROOT", block1.header.entries_root.to_hex(), BLOCK1_ENTRIES_ROOT.into()),
+        ("BLOCK1_RESULTS_ROOT", block1.header.results_root.to_hex(), BLOCK1_RESULTS_ROOT.into()),
+        ("BLOCK1_STATE_ROOT", block1.header.state_root.to_hex(), BLOCK1_STATE_ROOT.into()),
+        ("BLOCK1_ENCODED_LEN", block1.encode().len().to_string(), BLOCK1_ENCODED_LEN.to_string()),
+        ("BLOCK1_ENCODING_SHA256", sha256(&block1.encode()), BLOCK1_ENCODING_SHA256.into()),
+        ("BATCH_SIGNING_DIGEST", batch_a().signing_digest(&chain_id()).to_hex(), BATCH_SIGNING_DIGEST.into()),
+        ("BLOCK1_CERT_MESSAGE_SHA256", sha256(message.as_bytes()), BLOCK1_CERT_MESSAGE_SHA256.into()),
+    ];
+    let mismatched: Vec<&str> = pins.iter().filter(|(_, got, want)| got != want).map(|(name, _, _)| *name).collect();
+    let current: Vec<String> = pins.iter().map(|(name, got, _)| format!("{name} = {got}")).collect();
+    assert!(
+        mismatched.is_empty(),
+        "encoding changed ({mismatched:?}); if deliberate, see the module comment. Current values:\n{}",
+        current.join("\n")
+    );
+}
+
+#[test]
+fn encoding_starts_with_the_versioned_tag() {
+    let (_, block1, _) = build();
+    let bytes = block1.encode();
+    assert!(bytes.starts_with(BLOCK_ENCODING_TAG));
+    assert_eq!(&bytes[BLOCK_ENCODING_TAG.len()..][..2], &BLOCK_FORMAT_VERSION.to_be_bytes());
+}
+
+#[test]
+fn decode_inverts_encode() {
+    let (genesis, block1, _) = build();
+    for block in [genesis, block1] {
+        let bytes = block.encode();
+        let decoded = Block::decode(&bytes).expect("round trip");
+        assert_eq!(decoded, block);
+        assert_eq!(decoded.hash(), block.hash());
+        assert_eq!(decoded.encode(), bytes);
+    }
+}
+
+#[test]
+fn truncated_or_padded_encodings_fail() {
+    let (genesis, block1, _) = build();
+    for block in [genesis, block1] {
+        let bytes = block.encode();
+        // Every proper prefix fails to decode.
+        for len in 0..bytes.len() {
+            let err = Block::decode(&bytes[..len]).expect_err("truncated block must not decode");
+            assert_eq!(err.what, "block", "prefix of {len} bytes");
+        }
+        // Trailing bytes fail, however few.
+        for garbage in [&[0u8][..], &[0xff, 0xee], &bytes[..16]] {
+            let mut padded = bytes.clone();
+            padded.extend_from_slice(garbage);
+            let err = Block::decode(&padded).expect_err("trailing bytes must not decode");
+            assert_eq!(err.reason, format!("{} trailing bytes", garbage.len()));
+        }
+        // A different tag or format version fails.
+        let mut retagged = bytes.clone();
+        retagged[BLOCK_ENCODING_TAG.len() - 1] ^= 0x01;
+        assert!(Block::decode(&retagged).expect_err("wrong tag").reason.starts_with("expected tag"));
+        let mut versioned = bytes.clone();
+        versioned[BLOCK_ENCODING_TAG.len() + 1] = 2;
+        assert_eq!(Block::decode(&versioned).expect_err("wrong version").reason, "unsupported block format version 2");
+    }
+}

@@ -1,0 +1,375 @@
+//! The sled store behind a `Chain`, in a temporary directory: certified blocks
+//! survive a restart with the same tip, state root and applied-UETR index, and
+//! a tampered snapshot, block, index or certificate is detected on open.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use iso_currency::Currency;
+use remit_settlement::audit::{export_chain, read_export, stored_blocks, verify_chain};
+use remit_settlement::block::TransferOutcome;
+use remit_settlement::certify::Certificate;
+use remit_settlement::chain::{Chain, ChainError};
+use remit_settlement::network::NetworkConfig;
+use remit_settlement::store::{LedgerStore, SledLedgerStore, StoreError};
+use remit_settlement::{Block, Entry, EntryResult, Height, RejectReason, SignatureCheck};
+
+/// The seed of the test network's BLS keys.
+const BLS_SEED: u64 = 42;
+
+/// Store keys, as laid out in `settlement/src/store.rs` and `docs/database.md`.
+const KEY_SNAPSHOT: &[u8] = b"state/snapshot";
+const KEY_HEIGHT: &[u8] = b"state/height";
+
+fn height_key(prefix: &str, height: u64) -> Vec<u8> {
+    let mut key = prefix.as_bytes().to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
+fn usd(minor: u64) -> remit_settlement::Money {
+    money(minor, Currency::USD)
+}
+
+fn open(dir: &Path, network: Option<&NetworkConfig>) -> Result<Chain<SledLedgerStore>, ChainError> {
+    Chain::open(SledLedgerStore::open(dir).expect("sled opens"), network)
+}
+
+/// Appends a block and certifies it in process, as `Keyring::certify` does.
+fn append_certified(chain: &mut Chain<SledLedgerStore>, validators: &Validators, entries: Vec<Entry>) -> Block {
+    let timestamp_ms = chain.state().last_timestamp_ms() + 1_000;
+    let proposal = chain.next_proposal(timestamp_ms, entries);
+    let (block, certificate) = chain
+        .append(proposal, SignatureCheck::Verify, |block| Some(validators.certify(&block.header)))
+        .expect("block appends");
+    assert!(certificate.is_some());
+    block
+}
+
+/// Genesis and three certified blocks:
+/// 1. gw-us pays gw-jp 100.00 USD (UETR 1);
+/// 2. gw-kw pays gw-hub 1.500 KWD (UETR 2); gw-ph's transfer (UETR 3) is over its cap;
+/// 3. gw-jp pays gw-de 12.34 USD (UETR 4).
+fn build(dir: &Path, validators: &Validators, network: &NetworkConfig) -> Vec<Block> {
+    let mut chain = open(dir, Some(network)).expect("empty store opens");
+    assert_eq!(chain.tip(), None);
+    let genesis = chain
+        .append(network.genesis_proposal(), SignatureCheck::Verify, |b| Some(validators.certify(&b.header)))
+        .expect("genesis appends")
+        .0;
+    let block1 = append_certified(
+        &mut chain,
+        validators,
+        vec![batch("gw-us", vec![transfer(uetr(1), "gw-us", "gw-jp", usd(10_000))])],
+    );
+    let block2 = append_certified(
+        &mut chain,
+        validators,
+        vec![
+            batch("gw-kw", vec![transfer(uetr(2), "gw-kw", "gw-hub", money(1_500, Currency::KWD))]),
+            batch("gw-ph", vec![transfer(uetr(3), "gw-ph", "gw-us", usd(1))]),
+        ],
+    );
+    assert_eq!(
+        block2.results[1],
+        EntryResult::Batch { outcomes: vec![TransferOutcome::Rejected(RejectReason::NetDebitCapExceeded)] }
+    );
+    let block3 = append_certified(
+        &mut chain,
+        validators,
+        vec![batch("gw-jp", vec![transfer(uetr(4), "gw-jp", "gw-de", usd(1_234))])],
+    );
+    assert_eq!(chain.certified_height(), Some(Height(3)));
+    vec![genesis, block1, block2, block3]
+}
+
+#[test]
+fn reopen_restores_tip_state_and_uetr_index() {
+    let validators = validators(4, BLS_SEED);
+    let network = network_config(&validators);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = build(dir.path(), &validators, &network);
+    let tip = (Height(3), blocks[3].hash());
+
+    let (state_root, positions, snapshot) = {
+        let chain = open(dir.path(), None).expect("reopens from the stored network");
+        assert_eq!(chain.network(), &network);
+        (chain.state().state_root(), all_positions(chain.state()), chain.state().encode_snapshot())
+    };
+    assert_eq!(state_root, blocks[3].header.state_root);
+    assert_eq!(positions[&("gw-us".to_owned(), "USD".to_owned())], -10_000);
+    assert_eq!(positions[&("gw-jp".to_owned(), "USD".to_owned())], 10_000 - 1_234);
+    assert_eq!(positions[&("gw-kw".to_owned(), "KWD".to_owned())], -1_500);
+
+    // Reopen (with the network given this time) and compare with what was written.
+    let mut chain = open(dir.path(), Some(&network)).expect("reopens");
+    let state = chain.state();
+    assert_eq!(chain.tip(), Some(tip));
+    assert_eq!(chain.certified_height(), Some(Height(3)));
+    assert_eq!(state.state_root(), state_root);
+    assert_eq!(state.encode_snapshot(), snapshot);
+    assert_eq!(all_positions(state), positions);
+    assert_eq!(state.last_timestamp_ms(), blocks[3].header.timestamp_ms);
+    assert_eq!(state.applied_transfer_count(), 3);
+    assert_eq!(state.transfers_accepted_total(), 3);
+    assert_eq!(state.transfer_height(&uetr(1)), Some(Height(1)));
+    assert_eq!(state.transfer_height(&uetr(2)), Some(Height(2)));
+    assert_eq!(state.transfer_height(&uetr(3)), None, "a rejected transfer is not indexed");
+    assert_eq!(state.transfer_height(&uetr(4)), Some(Height(3)));
+    for block in &blocks {
+        assert_eq!(chain.store().block(block.height()).expect("readable").as_ref(), Some(block));
+    }
+
+    // The restored index still rejects duplicates, and the chain carries on.
+    let entries = vec![batch(
+        "gw-us",
+        vec![transfer(uetr(1), "gw-us", "gw-de", usd(1)), transfer(uetr(5), "gw-us", "gw-de", usd(2))],
+    )];
+    let block4 = append_certified(&mut chain, &validators, entries);
+    assert_eq!(
+        block4.results,
+        vec![EntryResult::Batch {
+            outcomes: vec![TransferOutcome::Rejected(RejectReason::DuplicateUetr), TransferOutcome::Accepted]
+        }]
+    );
+    assert_eq!(block4.header.prev_hash, tip.1);
+    assert_eq!(position(chain.state(), "gw-us", Currency::USD), -10_002);
+    drop(chain);
+
+    let chain = open(dir.path(), None).expect("reopens");
+    assert_eq!(chain.tip(), Some((Height(4), block4.hash())));
+    assert_eq!(chain.state().transfer_height(&uetr(5)), Some(Height(4)));
+    assert_eq!(chain.state().transfer_height(&uetr(1)), Some(Height(1)));
+
+    // The stored chain passes the offline audit, directly and through an export.
+    let report = verify_chain(&network, stored_blocks(chain.store()).expect("readable")).expect("chain verifies");
+    assert_eq!((report.blocks, report.transfers, report.tip, report.uncertified_tail), (5, 4, chain.tip(), 0));
+    let mut export = Vec::new();
+    assert_eq!(export_chain(chain.store(), &mut export).expect("exports"), 5);
+    assert_eq!(verify_chain(&network, read_export(export.as_slice())).expect("export verifies"), report);
+}
+
+#[test]
+fn certificates_can_follow_their_block() {
+    let validators = validators(4, BLS_SEED);
+    let network = network_config(&validators);
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path(), &validators, &network);
+    let mut chain = open(dir.path(), None).expect("reopens");
+    let proposal = chain.next_proposal(0, vec![batch("gw-de", vec![transfer(uetr(9), "gw-de", "gw-us", usd(7))])]);
+    assert_eq!(proposal.timestamp_ms, chain.state().last_timestamp_ms(), "timestamps never go back");
+    let (block, certificate) = chain.append(proposal, SignatureCheck::Verify, |_| None).expect("appends");
+    assert_eq!(certificate, None);
+    assert_eq!(chain.certified_height(), Some(Height(3)));
+
+    // A certificate for another block is refused; the right one is stored.
+    let wrong = chain.store().certificate(Height(3)).expect("readable").expect("certified");
+    assert!(matches!(chain.put_certificate(Height(4), &wrong), Err(ChainError::BadCertificate(Height(4)))));
+    assert_eq!(chain.store().certificate(Height(4)).expect("readable"), None);
+    let certificate = validators.certify(&block.header);
+    chain.put_certificate(Height(4), &certificate).expect("stored");
+    assert!(matches!(
+        chain.put_certificate(Height(5), &certificate),
+        Err(ChainError::Inconsistent { height: Height(5), .. })
+    ));
+    drop(chain);
+    let chain = open(dir.path(), None).expect("reopens");
+    assert_eq!(chain.certified_height(), Some(Height(4)));
+    assert_eq!(chain.store().certificate(Height(4)).expect("readable"), Some(certificate));
+}
+
+#[test]
+fn a_store_belongs_to_one_network() {
+    let validators = validators(4, BLS_SEED);
+    let network = network_config(&validators);
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path(), &validators, &network);
+    let other = network_config(&common::validators(4, BLS_SEED + 1));
+    let err = open(dir.path(), Some(&other)).expect_err("other validator set");
+    assert!(matches!(err, ChainError::Network(_)), "{err}");
+
+    let empty = tempfile::tempdir().expect("tempdir");
+    let err = open(empty.path(), None).expect_err("nothing to open");
+    assert!(matches!(err, ChainError::Network(_)), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Tampering, written through a second sled handle after the chain is closed.
+
+/// Builds the chain in a fresh directory, closes it, applies `edit` to the raw
+/// database and reopens.
+fn reopen_tampered(edit: impl FnOnce(&sled::Db, &[Block])) -> Result<Chain<SledLedgerStore>, ChainError> {
+    let validators = validators(4, BLS_SEED);
+    let network = network_config(&validators);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = build(dir.path(), &validators, &network);
+    {
+        let db = sled::open(dir.path()).expect("raw handle");
+        edit(&db, &blocks);
+        db.flush().expect("flushed");
+    }
+    open(dir.path(), Some(&network))
+}
+
+fn get(db: &sled::Db, key: &[u8]) -> Vec<u8> {
+    db.get(key).expect("readable").expect("present").to_vec()
+}
+
+fn put(db: &sled::Db, key: &[u8], value: Vec<u8>) {
+    db.insert(key, value).expect("writable");
+}
+
+/// Replaces the only occurrence of `from` in `bytes` with `to`.
+fn replace_once(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+    let found: Vec<usize> = bytes.windows(from.len()).enumerate().filter(|(_, w)| *w == from).map(|(i, _)| i).collect();
+    assert_eq!(found.len(), 1, "pattern must occur once");
+    bytes[found[0]..found[0] + to.len()].copy_from_slice(to);
+}
+
+fn expect_inconsistent(result: Result<Chain<SledLedgerStore>, ChainError>, height: u64, reason: &str) {
+    match result {
+        Err(ChainError::Inconsistent { height: h, reason: r }) => assert_eq!((h, r.as_str()), (Height(height), reason)),
+        other => panic!("expected Inconsistent at {height} ({reason}), got {other:?}"),
+    }
+}
+
+#[test]
+fn untampered_store_opens() {
+    let chain = reopen_tampered(|_, _| {}).expect("opens");
+    assert_eq!(chain.tip().map(|(h, _)| h), Some(Height(3)));
+}
+
+#[test]
+fn tampered_snapshot_positions_are_detected() {
+    // Move 0.01 USD from gw-jp to gw-us in the snapshot: still conserving, still decodable.
+    let result = reopen_tampered(|db, _| {
+        let mut snapshot = get(db, KEY_SNAPSHOT);
+        replace_once(&mut snapshot, &(-10_000i128).to_be_bytes(), &(-9_999i128).to_be_bytes());
+        replace_once(&mut snapshot, &(10_000i128 - 1_234).to_be_bytes(), &(10_000i128 - 1_235).to_be_bytes());
+        put(db, KEY_SNAPSHOT, snapshot);
+    });
+    expect_inconsistent(result, 3, "state snapshot does not match the tip's state root");
+}
+
+#[test]
+fn tampered_snapshot_tip_hash_is_detected() {
+    let result = reopen_tampered(|db, _| {
+        let mut snapshot = get(db, KEY_SNAPSHOT);
+        let at = snapshot.len() - 8 - 32;
+        snapshot[at] ^= 0x01;
+        put(db, KEY_SNAPSHOT, snapshot);
+    });
+    expect_inconsistent(result, 3, "tip block hash differs from the state snapshot");
+}
+
+#[test]
+fn tampered_snapshot_timestamp_is_detected() {
+    // The last timestamp is not part of the state root; a wrong one would let
+    // the next block go back in time, or refuse every honest proposal.
+    for timestamp_ms in [GENESIS_TIME_MS, u64::MAX] {
+        let result = reopen_tampered(|db, _| {
+            let mut snapshot = get(db, KEY_SNAPSHOT);
+            let at = snapshot.len() - 8;
+            snapshot[at..].copy_from_slice(&timestamp_ms.to_be_bytes());
+            put(db, KEY_SNAPSHOT, snapshot);
+        });
+        expect_inconsistent(result, 3, "state snapshot timestamp differs from the tip's");
+    }
+}
+
+#[test]
+fn truncated_snapshot_is_detected() {
+    let result = reopen_tampered(|db, _| {
+        let mut snapshot = get(db, KEY_SNAPSHOT);
+        snapshot.pop();
+        put(db, KEY_SNAPSHOT, snapshot);
+    });
+    assert!(matches!(result, Err(ChainError::Store(StoreError::Decode(_)))), "{result:?}");
+}
+
+#[test]
+fn snapshot_from_another_height_is_detected() {
+    let validators = validators(4, BLS_SEED);
+    let network = network_config(&validators);
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path(), &validators, &network);
+    let old_snapshot = get(&sled::open(dir.path()).expect("raw"), KEY_SNAPSHOT);
+    {
+        let mut chain = open(dir.path(), None).expect("reopens");
+        append_certified(&mut chain, &validators, vec![]);
+    }
+    {
+        let db = sled::open(dir.path()).expect("raw");
+        put(&db, KEY_SNAPSHOT, old_snapshot);
+        db.flush().expect("flushed");
+    }
+    expect_inconsistent(open(dir.path(), None), 4, "applied height and state snapshot disagree");
+}
+
+#[test]
+fn tampered_tip_block_is_detected() {
+    let result = reopen_tampered(|db, blocks| {
+        let mut block = blocks[3].clone();
+        block.header.accepted_count += 1;
+        put(db, &height_key("block/", 3), block.encode());
+    });
+    expect_inconsistent(result, 3, "tip block hash differs from the state snapshot");
+}
+
+#[test]
+fn tampered_uetr_index_is_detected() {
+    let result = reopen_tampered(|db, _| {
+        put(db, &height_key("uetr/", 1), Vec::new());
+    });
+    expect_inconsistent(result, 3, "applied-UETR index does not match the accepted transfer count");
+    let result = reopen_tampered(|db, _| {
+        put(db, &height_key("uetr/", 2), vec![0xab; 15]);
+    });
+    assert!(
+        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason == "uetr index at height 2 is not a multiple of 16 bytes"),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn tampered_certificate_is_detected() {
+    // A valid BLS signature, but over block 2's message.
+    let result = reopen_tampered(|db, _| {
+        let other = get(db, &height_key("cert/", 2));
+        put(db, &height_key("cert/", 3), other);
+    });
+    assert!(matches!(result, Err(ChainError::BadCertificate(Height(3)))), "{result:?}");
+
+    // Bytes that are not a signature at all.
+    let result = reopen_tampered(|db, _| {
+        put(db, &height_key("cert/", 3), vec![0xff; 96]);
+    });
+    assert!(
+        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason == "certificate at height 3 is not a BLS signature"),
+        "{result:?}"
+    );
+
+    // A certificate of another network's validators over the right message.
+    let result = reopen_tampered(|db, blocks| {
+        let forged: Certificate = validators(4, BLS_SEED + 1).certify(&blocks[3].header);
+        put(db, &height_key("cert/", 3), forged.to_bytes().to_vec());
+    });
+    assert!(matches!(result, Err(ChainError::BadCertificate(Height(3)))), "{result:?}");
+}
+
+#[test]
+fn applied_height_ahead_of_the_snapshot_is_detected() {
+    let result = reopen_tampered(|db, _| {
+        put(db, KEY_HEIGHT, 4u64.to_be_bytes().to_vec());
+    });
+    expect_inconsistent(result, 4, "applied height and state snapshot disagree");
+    let result = reopen_tampered(|db, _| {
+        put(db, KEY_HEIGHT, vec![0; 3]);
+    });
+    assert!(
+        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason == "height is not 8 bytes"),
+        "{result:?}"
+    );
+}
