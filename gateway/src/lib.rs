@@ -12,6 +12,7 @@ pub fn init_cli_tracing() {
 
 pub mod config;
 pub mod constants;
+pub mod devnet;
 pub mod metrics;
 pub mod node;
 pub mod tls;

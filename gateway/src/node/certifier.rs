@@ -39,7 +39,6 @@ pub enum CertifierEvent {
 }
 
 struct Round {
-    header: BlockHeader,
     hash: Digest32,
     message: CertificationMessage,
     shares: BTreeMap<u32, Share>,
@@ -141,7 +140,6 @@ impl Certifier {
         let hash = header.hash();
         let message = CertificationMessage::for_header(&header);
         let mut round = Round {
-            header,
             hash,
             message,
             shares: BTreeMap::new(),
@@ -365,7 +363,8 @@ impl Certifier {
     }
 
     async fn fetch_certificates(&mut self, from: u64) {
-        for (_, mut client) in self.peers.others(self.me) {
+        let clients: Vec<_> = self.peers.others(self.me).collect();
+        for (_, mut client) in clients {
             let request = GetBlocksRequest { from_height: from, limit: GET_BLOCKS_LIMIT_MAX, certificates_only: true };
             let Ok(response) = client.get_blocks(request).await else { continue };
             for encoded in response.into_inner().blocks {
@@ -388,7 +387,8 @@ impl Certifier {
         let gap = lock(&self.chain).store().history_gap();
         let Ok(Some((start, end))) = gap else { return };
         let from = end.0.saturating_sub(u64::from(GET_BLOCKS_LIMIT_MAX) - 1).max(start.0);
-        for (_, mut client) in self.peers.others(self.me) {
+        let clients: Vec<_> = self.peers.others(self.me).collect();
+        for (_, mut client) in clients {
             let request = GetBlocksRequest { from_height: from, limit: GET_BLOCKS_LIMIT_MAX, certificates_only: false };
             let Ok(response) = client.get_blocks(request).await else { continue };
             let mut blocks = response.into_inner().blocks;
