@@ -139,6 +139,10 @@ pub struct RaftSection {
     /// Upper bound of the election timeout.
     #[serde(default = "default_election_max_ms")]
     pub election_timeout_max_ms: u64,
+    /// Raft log entries (blocks) between snapshots; a follower further
+    /// behind than the kept log catches up from a snapshot.
+    #[serde(default = "default_snapshot_every_blocks")]
+    pub snapshot_every_blocks: u64,
 }
 
 impl Default for RaftSection {
@@ -147,6 +151,7 @@ impl Default for RaftSection {
             heartbeat_ms: default_heartbeat_ms(),
             election_timeout_min_ms: default_election_min_ms(),
             election_timeout_max_ms: default_election_max_ms(),
+            snapshot_every_blocks: default_snapshot_every_blocks(),
         }
     }
 }
@@ -159,6 +164,9 @@ fn default_election_min_ms() -> u64 {
 }
 fn default_election_max_ms() -> u64 {
     1500
+}
+fn default_snapshot_every_blocks() -> u64 {
+    20_000
 }
 
 /// `[log]`: logging.
@@ -268,6 +276,9 @@ impl NodeConfig {
                 "raft.election_timeout_min_ms",
                 "must exceed twice the heartbeat, and be below election_timeout_max_ms",
             ));
+        }
+        if self.raft.snapshot_every_blocks < 2 {
+            return Err(key_error("raft.snapshot_every_blocks", "must be at least 2"));
         }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(key_error("log.format", "must be \"json\" or \"text\""));

@@ -16,6 +16,9 @@ pub const RAFT_APPEND_ENTRIES_MAX: u64 = 8;
 pub const GET_BLOCKS_LIMIT_MAX: u32 = 64;
 /// Heights ahead of the local tip for which early shares are buffered.
 pub const EARLY_SHARE_HEIGHTS_MAX: u64 = 1_024;
+/// Heights below the newest certificate searched for a missing one after a
+/// restart (certificates complete out of order, so a crash can leave holes).
+pub const UNCERTIFIED_HOLE_HEIGHTS_MAX: u64 = 1_024;
 /// How often uncertified blocks are re-announced and certificates fetched.
 pub const CATCH_UP_INTERVAL_MS: u64 = 500;
 /// Age of an uncertified block before its certificate is fetched from peers.

@@ -1,7 +1,8 @@
 //! Harness for remit's cross-crate tests that run real processes: the line
 //! protocol of the crash child, a watcher that collects a child's output while
-//! it runs and kills it, and a checker that reopens a node's ledger and
-//! asserts the invariants that must hold after any crash.
+//! it runs and kills it, a checker that reopens a node's ledger and asserts
+//! the invariants that must hold after any crash, and ([`net`]) a network of
+//! real `remitd` validators driven over gRPC.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
@@ -20,6 +21,8 @@ use remit_settlement::network::NetworkConfig;
 use remit_settlement::store::SledLedgerStore;
 use remit_settlement::{Digest32, Entry, EntryResult, Height, ParticipantId, TransferOutcome, Uetr};
 use rust_decimal::Decimal;
+
+pub mod net;
 
 /// Sub-directory of a node data directory that holds the sled ledger store
 /// (the same layout as `remit ledger verify --dir`).
@@ -156,6 +159,8 @@ pub struct StoredLedger {
     pub report: AuditReport,
     /// Transfers stored but rejected (duplicate UETRs and the like).
     pub transfers_rejected: u64,
+    /// Every accepted transfer's UETR with the height of its block.
+    pub accepted: HashMap<Uetr, Height>,
 }
 
 impl StoredLedger {
@@ -239,5 +244,5 @@ pub fn check_stored_ledger(data_dir: &Path, network: &NetworkConfig) -> anyhow::
             );
         }
     }
-    Ok(StoredLedger { hashes, report, transfers_rejected })
+    Ok(StoredLedger { hashes, report, transfers_rejected, accepted })
 }

@@ -24,7 +24,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, info_span, warn};
 
 use super::peers::Peers;
-use crate::constants::{CATCH_UP_INTERVAL_MS, CERTIFICATE_FETCH_AFTER_MS, EARLY_SHARE_HEIGHTS_MAX, GET_BLOCKS_LIMIT_MAX};
+use crate::constants::{
+    CATCH_UP_INTERVAL_MS, CERTIFICATE_FETCH_AFTER_MS, EARLY_SHARE_HEIGHTS_MAX, GET_BLOCKS_LIMIT_MAX,
+    UNCERTIFIED_HOLE_HEIGHTS_MAX,
+};
 use crate::metrics::Metrics;
 
 /// Input of the certification round.
@@ -57,7 +60,12 @@ pub struct Certifier {
     metrics: Metrics,
     forge_shares: bool,
     rounds: BTreeMap<u64, Round>,
+    /// Highest height a round was opened for. The chain's tip runs ahead of
+    /// it while Applied events wait in this round's queue, so shares and
+    /// certificates above it are early (kept), not stale (dropped).
+    opened_max: u64,
     early: BTreeMap<u64, Vec<(Digest32, Share)>>,
+    early_certificates: BTreeMap<u64, Vec<CertificateMessage>>,
 }
 
 impl std::fmt::Debug for Certifier {
@@ -94,7 +102,9 @@ impl Certifier {
             metrics,
             forge_shares,
             rounds: BTreeMap::new(),
+            opened_max: 0,
             early: BTreeMap::new(),
+            early_certificates: BTreeMap::new(),
         }
     }
 
@@ -117,16 +127,27 @@ impl Certifier {
     }
 
     /// After a restart: open rounds for stored blocks that have no certificate.
+    /// Certificates are stored in the order they complete, not by height, so
+    /// a crash can leave holes below the newest one; those are looked for too.
     fn reopen_uncertified(&mut self) {
         let chain = lock(&self.chain);
         let Some((tip, _)) = chain.tip() else { return };
-        let from = chain.certified_height().map_or(0, |h| h.0 + 1);
+        self.opened_max = tip.0;
+        let from = chain.certified_height().map_or(0, |h| (h.0 + 1).saturating_sub(UNCERTIFIED_HOLE_HEIGHTS_MAX));
         let mut headers = Vec::new();
         for height in from..=tip.0 {
-            match (chain.store().certificate(Height(height)), chain.store().block(Height(height))) {
-                (Ok(None), Ok(Some(block))) => headers.push(block.header),
-                (Ok(_), Ok(_)) => {}
-                (Err(e), _) | (_, Err(e)) => error!(error = %e, height, "reading an uncertified block"),
+            match chain.store().certificate(Height(height)) {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    error!(error = %e, height, "reading a certificate");
+                    continue;
+                }
+            }
+            match chain.store().block(Height(height)) {
+                Ok(Some(block)) => headers.push(block.header),
+                Ok(None) => {}
+                Err(e) => error!(error = %e, height, "reading an uncertified block"),
             }
         }
         drop(chain);
@@ -154,6 +175,8 @@ impl Certifier {
         }
         self.rounds.insert(height, round);
         self.early.retain(|h, _| *h > height);
+        self.early_certificates.retain(|h, _| *h >= height);
+        self.opened_max = self.opened_max.max(height);
         height
     }
 
@@ -161,6 +184,12 @@ impl Certifier {
         self.metrics.height.set(i64::try_from(header.height.0).unwrap_or(i64::MAX));
         self.metrics.block_transfers.observe(f64::from(header.transfer_count));
         let height = self.open_round(header);
+        for certificate in self.early_certificates.remove(&height).unwrap_or_default() {
+            self.on_certificate(certificate).await;
+        }
+        if !self.rounds.contains_key(&height) {
+            return;
+        }
         self.sign_and_send(key, height).await;
         self.try_certify(height).await;
     }
@@ -252,8 +281,8 @@ impl Certifier {
                 self.metrics.shares_rejected.inc();
             }
             None => {
-                let applied = lock(&self.chain).tip().map_or(0, |(h, _)| h.0);
-                if height > applied && height - applied <= EARLY_SHARE_HEIGHTS_MAX {
+                let opened = self.opened_max;
+                if height > opened && height - opened <= EARLY_SHARE_HEIGHTS_MAX {
                     let early = self.early.entry(height).or_default();
                     if early.len() < 2 * self.validators.len() {
                         early.push((hash, share));
@@ -323,7 +352,16 @@ impl Certifier {
     }
 
     async fn on_certificate(&mut self, message: CertificateMessage) {
-        let Some(round) = self.rounds.get(&message.height) else { return };
+        let height = message.height;
+        let Some(round) = self.rounds.get(&height) else {
+            if height > self.opened_max && height - self.opened_max <= EARLY_SHARE_HEIGHTS_MAX {
+                let early = self.early_certificates.entry(height).or_default();
+                if early.len() < self.validators.len() {
+                    early.push(message);
+                }
+            }
+            return;
+        };
         if round.hash.0.as_slice() != message.block_hash.as_slice() {
             return;
         }

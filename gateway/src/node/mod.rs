@@ -35,9 +35,6 @@ use service::PeerService;
 /// Sub-directory of the data directory holding the sled database.
 pub const LEDGER_SUBDIR: &str = "ledger";
 
-/// Raft log entries (blocks) between snapshots.
-pub const SNAPSHOT_EVERY_BLOCKS: u64 = 20_000;
-
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -123,8 +120,9 @@ impl Node {
             election_timeout_min: config.raft.election_timeout_min_ms,
             election_timeout_max: config.raft.election_timeout_max_ms,
             max_payload_entries: RAFT_APPEND_ENTRIES_MAX,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_BLOCKS),
-            max_in_snapshot_log_to_keep: SNAPSHOT_EVERY_BLOCKS / 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_blocks),
+            max_in_snapshot_log_to_keep: config.raft.snapshot_every_blocks / 2,
+            purge_batch_size: 1,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(setup)?);

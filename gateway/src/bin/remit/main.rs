@@ -1,8 +1,10 @@
-//! `remit`: the operator CLI. Key generation, ledger audit and export, and
-//! the ledger benchmark.
+//! `remit`: the operator CLI. Key generation, ledger audit and export, the
+//! ledger benchmark, a local devnet and a load generator against it.
 
 mod bench;
+mod devnet;
 mod ledger;
+mod load;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +32,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Audit, export and benchmark the settlement ledger.
+    /// Run a local network of remitd validators until Ctrl-C or SIGTERM.
+    Devnet(devnet::DevnetArgs),
+    /// Audit, export, benchmark and load the settlement ledger.
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
@@ -63,6 +67,9 @@ enum LedgerCommand {
     },
     /// Build a certified chain with in-process validators and report throughput.
     Bench(bench::BenchArgs),
+    /// Submit signed transfer batches to a running devnet, wait until they are
+    /// certified, check the chain, and print one JSON line of figures.
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +77,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen { validators, out, force } => ledger::keygen(validators, &out, force),
+        Command::Devnet(args) => devnet::run(&args),
         Command::Ledger { command } => match command {
             LedgerCommand::Verify { dir: Some(dir), .. } => ledger::verify_dir(&dir),
             LedgerCommand::Verify { chain: Some(chain), network: Some(network), .. } => {
@@ -80,6 +88,7 @@ fn main() -> ExitCode {
             }
             LedgerCommand::Export { dir, out } => ledger::export(&dir, &out),
             LedgerCommand::Bench(args) => bench::run(&args),
+            LedgerCommand::Load(args) => load::run(&args),
         },
     };
     match result {
