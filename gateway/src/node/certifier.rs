@@ -432,20 +432,31 @@ impl Certifier {
             let mut blocks = response.into_inner().blocks;
             blocks.sort_by_key(|b| std::cmp::Reverse(b.height));
             let chain = self.chain.clone();
-            let filled = blocking(move || {
+            let (filled, uncertified) = blocking(move || {
                 let mut chain = lock(&chain);
                 let mut filled = 0;
+                let mut uncertified = Vec::new();
                 for encoded in blocks.into_iter().filter(|b| b.height >= from && b.height <= end.0) {
                     let Ok(block) = Block::decode(&encoded.block) else { break };
                     let certificate = Certificate::from_bytes(&encoded.certificate);
                     if chain.backfill(&block, certificate.as_ref()).is_err() {
                         break;
                     }
+                    if certificate.is_none() {
+                        uncertified.push(block.header);
+                    }
                     filled += 1;
                 }
-                filled
+                (filled, uncertified)
             })
             .await;
+            // Backfilled blocks the peer had not certified yet get a round
+            // here, so this node fetches or helps make their certificates.
+            for header in uncertified {
+                if !self.rounds.contains_key(&header.height.0) {
+                    self.open_round(header);
+                }
+            }
             if filled > 0 {
                 info!(filled, "history backfilled");
                 return;

@@ -1,6 +1,10 @@
 //! The Raft log and vote on sled (trees `raft_log` and `raft_meta` of the
 //! node's database). Appends are flushed before openraft is told they are
 //! durable.
+//!
+//! openraft's storage traits fix the error type (`StorageError`, large), so
+//! `clippy::result_large_err` is allowed here.
+#![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};

@@ -1,6 +1,10 @@
 //! The Raft state machine: applies committed proposals to the ledger chain,
 //! recording the Raft log position in the same atomic batch as each block,
 //! and announces every new block for certification.
+//!
+//! openraft's storage traits fix the error type (`StorageError`, large), so
+//! `clippy::result_large_err` is allowed here.
+#![allow(clippy::result_large_err)]
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,12 +46,16 @@ pub struct AppliedBlock {
     pub header: BlockHeader,
 }
 
+type StoredSnapshot = (SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>);
+
 /// The ledger as an openraft state machine.
 #[derive(Debug)]
 pub struct LedgerStateMachine {
     chain: SharedChain,
     applied_blocks: mpsc::UnboundedSender<AppliedBlock>,
-    current_snapshot: Option<(SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>)>,
+    /// The latest snapshot built or installed, shared with snapshot builders
+    /// (openraft builds snapshots on a copy of the state machine).
+    current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 /// Everything a far-behind node needs to continue from a snapshot.
@@ -73,7 +81,7 @@ fn io_write(e: impl std::fmt::Display) -> StorageError<u64> {
 impl LedgerStateMachine {
     /// A state machine over `chain`, announcing new blocks on `applied_blocks`.
     pub fn new(chain: SharedChain, applied_blocks: mpsc::UnboundedSender<AppliedBlock>) -> Self {
-        Self { chain, applied_blocks, current_snapshot: None }
+        Self { chain, applied_blocks, current_snapshot: Arc::new(Mutex::new(None)) }
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StorageError<u64>> {
@@ -130,7 +138,11 @@ impl LedgerStateMachine {
         }
     }
 
-    fn build_payload(&self) -> Result<(SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>), StorageError<u64>> {
+    fn set_current_snapshot(&self, snapshot: StoredSnapshot) {
+        *self.current_snapshot.lock().expect("snapshot lock is never held across a panic") = Some(snapshot);
+    }
+
+    fn build_payload(&self) -> Result<StoredSnapshot, StorageError<u64>> {
         let applied: Option<LogId<u64>> = self.meta::<Option<LogId<u64>>>(META_APPLIED)?.flatten();
         let membership: Membership = self.meta(META_MEMBERSHIP)?.unwrap_or_default();
         let chain = lock(&self.chain);
@@ -160,7 +172,7 @@ impl RaftSnapshotBuilder<TypeConfig> for LedgerStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
         let (meta, bytes) = blocking(|| self.build_payload())?;
         info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
-        self.current_snapshot = Some((meta.clone(), bytes.clone()));
+        self.set_current_snapshot((meta.clone(), bytes.clone()));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
@@ -184,7 +196,11 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        Self { chain: self.chain.clone(), applied_blocks: self.applied_blocks.clone(), current_snapshot: None }
+        Self {
+            chain: self.chain.clone(),
+            applied_blocks: self.applied_blocks.clone(),
+            current_snapshot: self.current_snapshot.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
@@ -209,6 +225,8 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         let state = crate::ledger::LedgerState::decode_snapshot(&payload.state, uetrs).map_err(io_write)?;
         let applied = bincode::serialize(&payload.applied).map_err(io_write)?;
         let membership = bincode::serialize(&payload.membership).map_err(io_write)?;
+        let header = tip.header.clone();
+        let certified = certificate.is_some();
         blocking(|| {
             lock(&self.chain).install_snapshot(
                 state,
@@ -218,14 +236,18 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
             )
         })
         .map_err(io_write)?;
-        info!(snapshot = %meta.snapshot_id, "snapshot installed");
-        self.current_snapshot = Some((meta.clone(), bytes));
+        info!(snapshot = %meta.snapshot_id, height = header.height.0, "snapshot installed");
+        if !certified {
+            // The tip arrived without its certificate: certify it like a block applied here.
+            let _ = self.applied_blocks.send(AppliedBlock { header });
+        }
+        self.set_current_snapshot((meta.clone(), bytes));
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        Ok(self
-            .current_snapshot
+        let current = self.current_snapshot.lock().expect("snapshot lock is never held across a panic");
+        Ok(current
             .as_ref()
             .map(|(meta, bytes)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(bytes.clone())) }))
     }
