@@ -293,5 +293,7 @@ fn tampered_exports_fail_at_the_tampered_height() -> anyhow::Result<()> {
         },
         Expect::FailsAt(3, "expected block 3, found block 4"),
     )?;
+    // An empty export proves nothing and must not pass.
+    check(&chain, &export, |blocks| blocks.clear(), Expect::FailsAt(0, "no genesis block"))?;
     Ok(())
 }

@@ -159,6 +159,9 @@ pub fn verify_chain(
             None => report.uncertified_tail += 1,
         }
     }
+    if report.tip.is_none() && report.uncertified_tail == 0 {
+        return Err(AuditFailure { height: Height::GENESIS, what: "the chain is empty: no genesis block".into() });
+    }
     if report.uncertified_tail > 0 && report.tip.is_none() && report.blocks == 0 {
         // Blocks exist but none is certified: nothing is final.
         return Err(AuditFailure { height: Height::GENESIS, what: "no block is certified".into() });

@@ -186,6 +186,13 @@ pub fn check_stored_ledger(data_dir: &Path, network: &NetworkConfig) -> anyhow::
     let store = SledLedgerStore::open(&ledger_path(data_dir)).context("opening the store")?;
     let chain = Chain::open(store, Some(network)).context("reopening the chain")?;
     let blocks = stored_blocks(chain.store()).context("reading the stored blocks")?;
+    if blocks.is_empty() {
+        // Killed before genesis became durable: an empty store is the right
+        // state, and there is nothing to audit (the audit refuses an empty chain).
+        ensure!(chain.tip().is_none(), "no stored blocks but the chain has a tip");
+        let report = AuditReport { blocks: 0, transfers: 0, tip: None, uncertified_tail: 0 };
+        return Ok(StoredLedger { hashes: Vec::new(), report, transfers_rejected: 0 });
+    }
     let report = verify_chain(chain.network(), blocks.iter().cloned()).context("auditing the stored chain")?;
     ensure!(report.uncertified_tail == 0, "{} stored blocks lack a certificate", report.uncertified_tail);
     ensure!(report.tip == chain.tip(), "audit tip {:?} differs from the chain tip {:?}", report.tip, chain.tip());
