@@ -235,7 +235,8 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Reads `path`, applies `REMIT__*` overrides from `env`, and validates.
     pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, env).map_err(|e| match e {
             ConfigError::Syntax { reason, .. } => ConfigError::Syntax { path: path.to_owned(), reason },
             other => other,
@@ -244,8 +245,10 @@ impl NodeConfig {
 
     /// Parses TOML text with overrides.
     pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut table: toml::Table =
-            text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax { path: PathBuf::new(), reason: e.message().to_owned() })?;
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: PathBuf::new(),
+            reason: e.message().to_owned(),
+        })?;
         apply_env_overrides(&mut table, env)?;
         let config: NodeConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let key = e.path().to_string();
@@ -263,7 +266,8 @@ impl NodeConfig {
         if !self.peers.iter().any(|p| p.participant == self.node.participant) {
             return Err(key_error("peers", format!("no entry for this node's participant {}", self.node.participant)));
         }
-        if self.block.transfers_max == 0 || self.block.transfers_max > remit_settlement::constants::BLOCK_TRANSFERS_MAX {
+        if self.block.transfers_max == 0 || self.block.transfers_max > remit_settlement::constants::BLOCK_TRANSFERS_MAX
+        {
             return Err(key_error(
                 "block.transfers_max",
                 format!("must be 1 to {}", remit_settlement::constants::BLOCK_TRANSFERS_MAX),
@@ -284,14 +288,16 @@ impl NodeConfig {
             return Err(key_error("log.format", "must be \"json\" or \"text\""));
         }
         if self.tls.enabled {
-            for (key, value) in [("tls.ca_cert", &self.tls.ca_cert), ("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+            for (key, value) in
+                [("tls.ca_cert", &self.tls.ca_cert), ("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)]
+            {
                 if value.is_none() {
                     return Err(key_error(key, "required when tls.enabled = true"));
                 }
             }
         } else {
-            let loopback = self.peer.listen.ip().is_loopback()
-                && self.peers.iter().all(|p| is_loopback_address(&p.address));
+            let loopback =
+                self.peer.listen.ip().is_loopback() && self.peers.iter().all(|p| is_loopback_address(&p.address));
             if !loopback {
                 return Err(key_error("tls.enabled", "must be true when any peer address is not loopback"));
             }
@@ -307,7 +313,10 @@ fn is_loopback_address(address: &str) -> bool {
 
 /// Applies `REMIT__SECTION__KEY=value` overrides. Values parse as TOML
 /// scalars (integers, booleans) and otherwise stay strings.
-fn apply_env_overrides(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
     for (name, value) in env {
         let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
         let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
@@ -320,9 +329,7 @@ fn apply_env_overrides(table: &mut toml::Table, env: impl IntoIterator<Item = (S
             .and_then(|mut t| t.remove("v"))
             .filter(|v| !v.is_table())
             .unwrap_or(toml::Value::String(value));
-        let section = table
-            .entry(keys[0].clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let section = table.entry(keys[0].clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let Some(section) = section.as_table_mut() else {
             return Err(key_error(&keys[0], "cannot override keys of a non-table section"));
         };

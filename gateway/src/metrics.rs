@@ -39,7 +39,8 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("metric names are valid");
+    let histogram =
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("metric names are valid");
     registry.register(Box::new(histogram.clone())).expect("metrics are registered once");
     histogram
 }
@@ -55,7 +56,12 @@ impl Metrics {
             leader: gauge(&registry, "remit_leader", "Validator index of the Raft leader (-1 unknown)"),
             is_leader: gauge(&registry, "remit_is_leader", "1 when this node leads"),
             proposals: counter(&registry, "remit_proposals_total", "Block proposals made as leader"),
-            batch_transfers: histogram(&registry, "remit_batch_transfers", "Transfers per submitted batch", sizes.clone()),
+            batch_transfers: histogram(
+                &registry,
+                "remit_batch_transfers",
+                "Transfers per submitted batch",
+                sizes.clone(),
+            ),
             block_transfers: histogram(&registry, "remit_block_transfers", "Transfers per applied block", sizes),
             certify_latency: histogram(
                 &registry,

@@ -245,7 +245,10 @@ impl<S: LedgerStore> Chain<S> {
     ) -> Result<(), ChainError> {
         let height = tip.height();
         if state.tip() != Some((height, tip.hash())) || tip.header.state_root != state.state_root() {
-            return Err(ChainError::Inconsistent { height, reason: "snapshot state does not match its tip block".into() });
+            return Err(ChainError::Inconsistent {
+                height,
+                reason: "snapshot state does not match its tip block".into(),
+            });
         }
         if let Some(certificate) = &certificate {
             if !certificate.verify(&self.validators.group_key(), &CertificationMessage::for_header(&tip.header)) {

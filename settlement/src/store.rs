@@ -310,7 +310,8 @@ impl LedgerStore for SledLedgerStore {
         if height != end {
             return Err(StoreError::Corrupt(format!("backfill of height {height}, expected {end}")));
         }
-        let above = self.block(height.next())?.ok_or_else(|| StoreError::Corrupt("block above the gap missing".into()))?;
+        let above =
+            self.block(height.next())?.ok_or_else(|| StoreError::Corrupt("block above the gap missing".into()))?;
         if above.header.prev_hash != block.hash() {
             return Err(StoreError::Corrupt(format!("backfilled block {height} does not link to the block above")));
         }

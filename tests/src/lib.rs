@@ -191,7 +191,7 @@ pub fn check_stored_ledger(data_dir: &Path, network: &NetworkConfig) -> anyhow::
         // state, and there is nothing to audit (the audit refuses an empty chain).
         ensure!(chain.tip().is_none(), "no stored blocks but the chain has a tip");
         let report = AuditReport { blocks: 0, transfers: 0, tip: None, uncertified_tail: 0 };
-        return Ok(StoredLedger { hashes: Vec::new(), report, transfers_rejected: 0 });
+        return Ok(StoredLedger { hashes: Vec::new(), report, transfers_rejected: 0, accepted: HashMap::new() });
     }
     let report = verify_chain(chain.network(), blocks.iter().cloned()).context("auditing the stored chain")?;
     ensure!(report.uncertified_tail == 0, "{} stored blocks lack a certificate", report.uncertified_tail);

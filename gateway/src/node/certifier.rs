@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use remit_proto::v1::{CertificateMessage, GetBlocksRequest, ShareMessage};
 use remit_settlement::block::{Block, BlockHeader};
-use remit_settlement::certify::{CertificationMessage, Certificate, CertifyError, Share, ValidatorKey, ValidatorSet};
+use remit_settlement::certify::{Certificate, CertificationMessage, CertifyError, Share, ValidatorKey, ValidatorSet};
 use remit_settlement::hash::Digest32;
 use remit_settlement::ids::Height;
 use remit_settlement::replica::state_machine::lock;
@@ -160,14 +160,8 @@ impl Certifier {
         let height = header.height.0;
         let hash = header.hash();
         let message = CertificationMessage::for_header(&header);
-        let mut round = Round {
-            hash,
-            message,
-            shares: BTreeMap::new(),
-            own: None,
-            applied_at: Instant::now(),
-            attempted_with: 0,
-        };
+        let mut round =
+            Round { hash, message, shares: BTreeMap::new(), own: None, applied_at: Instant::now(), attempted_with: 0 };
         for (share_hash, share) in self.early.remove(&height).unwrap_or_default() {
             if share_hash == hash {
                 round.shares.insert(share.validator, share);
@@ -411,8 +405,12 @@ impl Certifier {
                 }
                 let Some(round) = self.rounds.get(&encoded.height) else { continue };
                 let hash = round.hash.0.to_vec();
-                self.on_certificate(CertificateMessage { height: encoded.height, block_hash: hash, certificate: encoded.certificate })
-                    .await;
+                self.on_certificate(CertificateMessage {
+                    height: encoded.height,
+                    block_hash: hash,
+                    certificate: encoded.certificate,
+                })
+                .await;
             }
             if self.rounds.keys().next().is_none_or(|h| *h > from) {
                 return;

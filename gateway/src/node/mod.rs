@@ -79,10 +79,9 @@ impl Node {
         let network = NetworkConfig::load(&config.node.network).map_err(setup)?;
         let participant = ParticipantId::new(config.node.participant.clone())
             .map_err(|e| NodeError::Setup(format!("config key `node.participant`: {e}")))?;
-        let me = network
-            .participant(&participant)
-            .and_then(|p| p.validator_index)
-            .ok_or_else(|| setup(format!("config key `node.participant`: {participant} is not a validator in network.json")))?;
+        let me = network.participant(&participant).and_then(|p| p.validator_index).ok_or_else(|| {
+            setup(format!("config key `node.participant`: {participant} is not a validator in network.json"))
+        })?;
         let key = load_validator_key(&config.node.key_share).map_err(setup)?;
         if key.index() != me {
             return Err(setup(format!("config key `node.key_share`: holds validator {}, not {me}", key.index())));

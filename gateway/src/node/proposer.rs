@@ -157,7 +157,10 @@ impl Proposer {
     fn take_block(&self, force: bool) -> Option<Vec<PendingBatch>> {
         let mut queue = self.queue();
         let due = queue.transfers >= self.block.transfers_max
-            || queue.batches.front().is_some_and(|b| b.received.elapsed() >= Duration::from_millis(self.block.age_ms_max));
+            || queue
+                .batches
+                .front()
+                .is_some_and(|b| b.received.elapsed() >= Duration::from_millis(self.block.age_ms_max));
         if queue.batches.is_empty() || !(due || force) {
             return None;
         }
@@ -165,9 +168,7 @@ impl Proposer {
         let mut transfers = 0;
         while let Some(next) = queue.batches.front() {
             let count = next.batch.transfers.len();
-            if !taken.is_empty()
-                && (transfers + count > BLOCK_TRANSFERS_MAX || transfers >= self.block.transfers_max)
-            {
+            if !taken.is_empty() && (transfers + count > BLOCK_TRANSFERS_MAX || transfers >= self.block.transfers_max) {
                 break;
             }
             transfers += count;

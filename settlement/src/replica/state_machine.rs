@@ -115,7 +115,12 @@ impl LedgerStateMachine {
         let height = block_proposal.height;
         let span = tracing::info_span!("settlement.replica.apply", height = height.0);
         let _guard = span.enter();
-        match chain.append_with_meta(block_proposal, SignatureCheck::Verify, |_| None, &[(META_APPLIED, applied.clone())]) {
+        match chain.append_with_meta(
+            block_proposal,
+            SignatureCheck::Verify,
+            |_| None,
+            &[(META_APPLIED, applied.clone())],
+        ) {
             Ok((block, _)) => {
                 let response = ProposalResponse {
                     block: Some((block.height(), block.hash())),
