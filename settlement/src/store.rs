@@ -278,7 +278,12 @@ impl LedgerStore for SledLedgerStore {
         batch.insert(KEY_UETR_SNAPSHOT, index);
         batch.insert(KEY_SNAPSHOT, state.encode_snapshot());
         batch.insert(KEY_HEIGHT, &height.0.to_be_bytes());
-        let gap_start = previous.map_or(0, |h| h.0 + 1);
+        // A gap left by an earlier install and not yet backfilled extends the
+        // new one: backfill rewrites any block it already holds identically.
+        let gap_start = match self.history_gap()? {
+            Some((start, _)) => start.0,
+            None => previous.map_or(0, |h| h.0 + 1),
+        };
         if gap_start < height.0 {
             let mut gap = gap_start.to_be_bytes().to_vec();
             gap.extend_from_slice(&(height.0 - 1).to_be_bytes());

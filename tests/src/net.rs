@@ -119,12 +119,25 @@ fn find_or_build_binaries() -> anyhow::Result<Binaries> {
         .with_context(|| format!("{} is not inside target/<profile>/deps", exe.display()))?
         .to_owned();
     let binaries = Binaries { remitd: profile_dir.join("remitd"), remit: profile_dir.join("remit") };
-    // A binary older than the test executable may predate source changes
-    // that the test (built from the same sources) already includes.
-    let exe_time = std::fs::metadata(&exe).and_then(|m| m.modified()).ok();
+    // A binary older than the newest source it is built from is stale (a
+    // developer edited the node and ran only this crate's tests). Comparing
+    // with sources rather than with the test executable keeps `cargo test
+    // --workspace`, which builds the binaries itself, from rebuilding them.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest_source = newest_mtime(&[
+        workspace.join("gateway"),
+        workspace.join("settlement").join("src"),
+        workspace.join("proto"),
+        workspace.join("simulations").join("src"),
+        workspace.join("Cargo.lock"),
+    ]);
     let fresh = |path: &Path| {
         let time = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        matches!((time, exe_time), (Some(bin), Some(exe)) if bin >= exe)
+        match (time, newest_source) {
+            (Some(bin), Some(source)) => bin >= source,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     };
     if fresh(&binaries.remitd) && fresh(&binaries.remit) {
         return Ok(binaries);
@@ -139,7 +152,7 @@ fn find_or_build_binaries() -> anyhow::Result<Binaries> {
     }
     command.env("CARGO_TARGET_DIR", target_dir);
     eprintln!(
-        "net harness: remitd or remit in {} is missing or older than this test; building them: {command:?}",
+        "net harness: remitd or remit in {} is missing or older than its sources; building them: {command:?}",
         profile_dir.display()
     );
     let status = command.status().with_context(|| format!("running {command:?}"))?;
@@ -151,6 +164,27 @@ fn find_or_build_binaries() -> anyhow::Result<Binaries> {
         binaries.remit.display()
     );
     Ok(binaries)
+}
+
+/// The newest modification time of any file under `paths` (files or
+/// directories, `target` directories skipped).
+fn newest_mtime(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(metadata) = std::fs::metadata(&path) else { continue };
+        if metadata.is_dir() {
+            if path.file_name().is_some_and(|name| name == "target" || name == "tests") {
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|entry| entry.path()));
+            }
+        } else if let Ok(modified) = metadata.modified() {
+            newest = newest.max(Some(modified));
+        }
+    }
+    newest
 }
 
 /// A base port for a new network whose peer ports (base..base+n) and HTTP
