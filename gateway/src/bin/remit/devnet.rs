@@ -113,10 +113,34 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(supervisor.run(nodes))
 }
 
-/// `remitd` next to the running `remit`.
+/// `remitd` next to the running `remit`. Under `cargo run` (which builds
+/// only `remit`), a missing or older `remitd` is built first with the same
+/// profile, so `cargo run --release --bin remit -- devnet` works from a
+/// fresh checkout.
 fn remitd_path() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("locating the remit executable")?;
     let remitd = me.with_file_name("remitd");
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let stale = match (modified(&remitd), modified(&me)) {
+        (Some(node), Some(cli)) => node < cli,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    if stale {
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            let release = me.parent().and_then(|dir| dir.file_name()).is_some_and(|name| name == "release");
+            let mut command = std::process::Command::new(cargo);
+            command.args(["build", "-p", "remit-gateway", "--bin", "remitd"]);
+            if release {
+                command.arg("--release");
+            }
+            eprintln!("devnet: building remitd ({command:?})");
+            let status = command.status().context("running cargo build for remitd")?;
+            if !status.success() {
+                bail!("building remitd failed ({status})");
+            }
+        }
+    }
     if !remitd.is_file() {
         bail!(
             "remitd not found at {} (it must sit next to remit); build both with `cargo build -p remit-gateway --bins`",
