@@ -3,7 +3,7 @@
 /// Transfers pending at the leader before it cuts a block.
 pub const BLOCK_TRANSFERS_TARGET: usize = 8_192;
 /// Age of the oldest pending batch at which the leader cuts a block anyway.
-pub const BLOCK_AGE_MS_MAX: u64 = 25;
+pub const BLOCK_AGE_MS_MAX: u64 = 50;
 /// Transfers the leader holds pending before refusing more (backpressure).
 pub const PENDING_TRANSFERS_MAX: usize = 262_144;
 /// Proposals in flight (submitted to Raft, not yet applied) at once.
