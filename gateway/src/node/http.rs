@@ -39,11 +39,19 @@ pub fn router(state: HttpState) -> Router {
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
     let leader = state.raft.metrics().borrow().current_leader;
-    let tip = lock(&state.chain).tip();
-    match (leader, tip) {
-        (Some(leader), Some((height, _))) => (StatusCode::OK, format!("ready: height {height}, leader {leader}\n")),
-        (None, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader\n".into()),
-        (_, None) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no genesis block\n".into()),
+    let (tip, certified) = {
+        let chain = lock(&state.chain);
+        (chain.tip(), chain.certified_height())
+    };
+    // Ready means: a leader is known and this node holds a certified chain
+    // (at least the genesis block carries its threshold certificate).
+    match (leader, tip, certified) {
+        (Some(leader), Some((height, _)), Some(certified)) => {
+            (StatusCode::OK, format!("ready: height {height}, certified {certified}, leader {leader}\n"))
+        }
+        (None, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader\n".into()),
+        (_, None, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no genesis block\n".into()),
+        (_, _, None) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no certified block yet\n".into()),
     }
 }
 

@@ -419,7 +419,7 @@ async fn wait_ready(nodes: Vec<DevnetNode>, events: mpsc::UnboundedSender<Event>
     }
 }
 
-/// The leader index in a `/readyz` body (`ready: height H, leader L`).
+/// The leader index in a `/readyz` body (`ready: height H, certified C, leader L`).
 fn parse_leader(body: &str) -> Option<u64> {
     body.split("leader ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
@@ -498,6 +498,7 @@ mod tests {
     fn reads_the_leader_from_readyz() {
         for (body, expected) in [
             ("ready: height 12, leader 3\n", Some(3)),
+            ("ready: height 12, certified 11, leader 2\n", Some(2)),
             ("ready: height 0, leader 0", Some(0)),
             ("not ready: no leader\n", None),
             ("", None),
