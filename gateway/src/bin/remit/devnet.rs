@@ -130,7 +130,12 @@ fn remitd_path() -> anyhow::Result<PathBuf> {
         if let Some(cargo) = std::env::var_os("CARGO") {
             let release = me.parent().and_then(|dir| dir.file_name()).is_some_and(|name| name == "release");
             let mut command = std::process::Command::new(cargo);
-            command.args(["build", "-p", "remit-gateway", "--bin", "remitd"]);
+            command.args(["build", "--bin", "remitd"]);
+            // Build from the workspace root, as `cargo run` did, so both
+            // binaries share one feature resolution and nothing recompiles.
+            if let Some(package_dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+                command.arg("--manifest-path").arg(PathBuf::from(package_dir).join("..").join("Cargo.toml"));
+            }
             if release {
                 command.arg("--release");
             }
