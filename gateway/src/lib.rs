@@ -15,6 +15,7 @@ pub mod constants;
 pub mod devnet;
 pub mod metrics;
 pub mod node;
+pub mod remittance;
 pub mod tls;
 
 /// Initialises tracing for a node: JSON (default) or text lines on stdout,

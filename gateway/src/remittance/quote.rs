@@ -1,0 +1,908 @@
+//! Quotes: the arithmetic (see the rounding rules in the [module
+//! docs](super)) and the [`QuoteBook`] of single-use quotes.
+//!
+//! [`price`] is a pure function of a corridor, the mid rates and the amount;
+//! [`QuoteBook::issue`] gives it an id and an expiry from the time passed in,
+//! and [`QuoteBook::take`] consumes it exactly once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use iso_currency::Currency;
+use remit_settlement::money::minor_units_to_decimal;
+use remit_settlement::Money;
+use rust_decimal::{Decimal, RoundingStrategy};
+use uuid::Uuid;
+
+use super::corridor::{Corridor, CorridorKey, Corridors, FeeSchedule};
+use super::fx::RateSource;
+use super::{QuoteError, QUOTES_OPEN_MAX, QUOTE_TTL_MS_MAX, RATE_DECIMALS_MAX};
+
+/// The amount a customer fixes: what they pay, or what the recipient gets.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FixedAmount {
+    /// The send amount, fees included, in the source currency.
+    Send(Money),
+    /// The receive amount, in the destination currency.
+    Receive(Money),
+}
+
+/// A request for a quote on a corridor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct QuoteRequest {
+    /// The corridor.
+    pub corridor: CorridorKey,
+    /// The fixed side and its amount.
+    pub amount: FixedAmount,
+}
+
+/// The fees of a quote, itemised, each exact to the send currency's minor
+/// unit (and possibly zero).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Fees {
+    /// The send currency.
+    pub currency: Currency,
+    /// The corridor's fixed fee.
+    pub fixed: Decimal,
+    /// The percent fee (including the rounding remainder of a send-fixed quote).
+    pub percent: Decimal,
+    /// The FX margin as an amount.
+    pub fx_margin: Decimal,
+}
+
+impl Fees {
+    /// The sum of the three fees.
+    pub fn total(&self) -> Decimal {
+        self.fixed + self.percent + self.fx_margin
+    }
+}
+
+/// Which side of a quote the customer fixed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FixedSide {
+    /// The send amount was given; the receive amount was computed.
+    Send,
+    /// The receive amount was given; the send amount was solved for.
+    Receive,
+}
+
+/// The priced terms of a quote, before it is given an id and an expiry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct QuoteTerms {
+    /// The corridor.
+    pub corridor: CorridorKey,
+    /// Which side the customer fixed.
+    pub fixed_side: FixedSide,
+    /// What the customer pays: `principal + fees.total()`, exactly.
+    pub send_amount: Money,
+    /// The part of the send amount converted at the mid rate.
+    pub principal: Money,
+    /// The fees, itemised.
+    pub fees: Fees,
+    /// The mid rate, destination currency per unit of source currency.
+    pub mid_rate: Decimal,
+    /// The rate shown to the customer: `mid / (1 + margin)`, rounded down.
+    pub customer_rate: Decimal,
+    /// What the recipient gets: `floor(principal × mid)`.
+    pub receive_amount: Money,
+    /// What moves on the ledger between the gateways, in the corridor's
+    /// settlement currency.
+    pub settlement_amount: Money,
+}
+
+/// Identifies an issued quote.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct QuoteId(Uuid);
+
+impl QuoteId {
+    /// Wraps a UUID (for parsing ids presented by clients).
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for QuoteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An issued quote: terms, id and validity.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Quote {
+    /// The id to present when taking the quote.
+    pub id: QuoteId,
+    /// The priced terms.
+    pub terms: QuoteTerms,
+    /// When it was issued (Unix milliseconds, passed in by the caller).
+    pub issued_at_unix_ms: u64,
+    /// First instant at which it is no longer valid (Unix milliseconds).
+    pub expires_at_unix_ms: u64,
+}
+
+/// Prices a request: finds the corridor, checks the currency of the fixed
+/// amount and the corridor limits, and computes the terms.
+pub fn quote(corridors: &Corridors, rates: &dyn RateSource, request: &QuoteRequest) -> Result<QuoteTerms, QuoteError> {
+    let corridor = corridors.get(&request.corridor, "corridor")?;
+    price(corridor, rates, request.amount)
+}
+
+/// Computes the terms of a quote on `corridor` (see the module docs for the
+/// rounding rules). Pure apart from asking `rates` for mid rates.
+pub fn price(corridor: &Corridor, rates: &dyn RateSource, amount: FixedAmount) -> Result<QuoteTerms, QuoteError> {
+    let key = corridor.key();
+    let (field, given, expected) = match amount {
+        FixedAmount::Send(money) => ("send_amount", money, key.source_currency),
+        FixedAmount::Receive(money) => ("receive_amount", money, key.destination_currency),
+    };
+    if given.currency() != expected {
+        return Err(QuoteError::CurrencyMismatch { field: field.to_owned(), expected, got: given.currency() });
+    }
+    let mid_rate = rates.mid_rate(key.source_currency, key.destination_currency)?;
+    let pricing = Pricing::new(corridor.fees(), mid_rate, key, field)?;
+    let given_minor = i128::from(given.minor_units());
+    let (principal, send, receive) = match amount {
+        FixedAmount::Send(_) => {
+            check_limits(corridor, given_minor, field)?;
+            let principal = pricing.principal_for_send(given_minor)?;
+            let receive = pricing.receive_for(principal)?;
+            (principal, given_minor, receive)
+        }
+        FixedAmount::Receive(_) => {
+            let principal = pricing.principal_for_receive(given_minor)?;
+            let send = pricing.send_for(principal)?;
+            check_limits(corridor, send, field)?;
+            (principal, send, given_minor)
+        }
+    };
+    if principal < 1 || receive < 1 {
+        return Err(QuoteError::TooSmall { field: field.to_owned(), amount: given.amount() });
+    }
+    let fees = pricing.fees(principal, send)?;
+    let send_currency = key.source_currency;
+    let settlement_amount = settlement(corridor, rates, principal, receive, &pricing)?;
+    let terms = QuoteTerms {
+        corridor: key,
+        fixed_side: match amount {
+            FixedAmount::Send(_) => FixedSide::Send,
+            FixedAmount::Receive(_) => FixedSide::Receive,
+        },
+        send_amount: money(send, send_currency, "send_amount")?,
+        principal: money(principal, send_currency, "principal")?,
+        fees,
+        mid_rate,
+        customer_rate: customer_rate(mid_rate, corridor.fees().fx_margin_percent),
+        receive_amount: money(receive, key.destination_currency, "receive_amount")?,
+        settlement_amount,
+    };
+    // Conservation, in minor units: the customer's money is the principal
+    // plus the fees, to the last minor unit.
+    assert_eq!(terms.send_amount.amount(), terms.principal.amount() + terms.fees.total(), "send = principal + fees");
+    Ok(terms)
+}
+
+fn check_limits(corridor: &Corridor, send: i128, field: &str) -> Result<(), QuoteError> {
+    let (min, max) = (corridor.send_amount_min(), corridor.send_amount_max());
+    let send_amount = || decimal(send, min.currency(), field);
+    if send < i128::from(min.minor_units()) {
+        return Err(QuoteError::BelowMinimum {
+            field: field.to_owned(),
+            send_amount: send_amount()?,
+            min: min.amount(),
+        });
+    }
+    if send > i128::from(max.minor_units()) {
+        return Err(QuoteError::AboveMaximum {
+            field: field.to_owned(),
+            send_amount: send_amount()?,
+            max: max.amount(),
+        });
+    }
+    Ok(())
+}
+
+/// A positive rational `numerator / denominator` of integers.
+#[derive(Clone, Copy, Debug)]
+struct Ratio {
+    numerator: i128,
+    denominator: i128,
+}
+
+impl Ratio {
+    /// `value` (a non-negative decimal) times `10^shift`, as an exact ratio.
+    fn scaled(value: Decimal, shift: i64) -> Option<Self> {
+        let exponent = shift - i64::from(value.scale());
+        let power = pow10(exponent.unsigned_abs())?;
+        let (numerator, denominator) =
+            if exponent >= 0 { (value.mantissa().checked_mul(power)?, 1) } else { (value.mantissa(), power) };
+        Some(Self { numerator, denominator })
+    }
+
+    /// `floor(amount × self)`.
+    fn floor_mul(self, amount: i128) -> Option<i128> {
+        Some(amount.checked_mul(self.numerator)?.div_euclid(self.denominator))
+    }
+
+    /// `ceil(amount × self)`.
+    fn ceil_mul(self, amount: i128) -> Option<i128> {
+        let product = amount.checked_mul(self.numerator)?;
+        Some(-(-product).div_euclid(self.denominator))
+    }
+
+    /// `ceil(amount / self)`.
+    fn ceil_div(self, amount: i128) -> Option<i128> {
+        let product = amount.checked_mul(self.denominator)?;
+        (self.numerator > 0).then(|| -(-product).div_euclid(self.numerator))
+    }
+}
+
+fn pow10(exponent: u64) -> Option<i128> {
+    10i128.checked_pow(u32::try_from(exponent).ok()?)
+}
+
+/// The corridor's fee schedule and mid rate as exact integer ratios on minor
+/// units.
+#[derive(Debug)]
+struct Pricing {
+    field: &'static str,
+    fixed_fee: i128,
+    /// Percent fee plus FX margin, as a fraction.
+    variable: Ratio,
+    /// FX margin, as a fraction.
+    margin: Ratio,
+    /// Source minor units to destination minor units at the mid rate.
+    convert: Ratio,
+    source_currency: Currency,
+}
+
+impl Pricing {
+    fn new(fees: FeeSchedule, mid_rate: Decimal, key: CorridorKey, field: &'static str) -> Result<Self, QuoteError> {
+        let out_of_range = || QuoteError::OutOfRange { field: field.to_owned() };
+        let exponent = |currency: Currency| i64::from(currency.exponent().unwrap_or(0));
+        let shift = exponent(key.destination_currency) - exponent(key.source_currency);
+        let fixed_fee = Ratio::scaled(fees.fixed_fee, exponent(key.source_currency)).ok_or_else(out_of_range)?;
+        Ok(Self {
+            field,
+            // The fixed fee is exact to the minor unit (checked in corridor config).
+            fixed_fee: fixed_fee.numerator / fixed_fee.denominator,
+            variable: Ratio::scaled(fees.fee_percent + fees.fx_margin_percent, -2).ok_or_else(out_of_range)?,
+            margin: Ratio::scaled(fees.fx_margin_percent, -2).ok_or_else(out_of_range)?,
+            convert: Ratio::scaled(mid_rate, shift).ok_or_else(out_of_range)?,
+            source_currency: key.source_currency,
+        })
+    }
+
+    fn out_of_range(&self) -> QuoteError {
+        QuoteError::OutOfRange { field: self.field.to_owned() }
+    }
+
+    /// The send amount for a principal: `principal + fixed + ceil(principal × (p + m))`.
+    fn send_for(&self, principal: i128) -> Result<i128, QuoteError> {
+        let variable = self.variable.ceil_mul(principal).ok_or_else(|| self.out_of_range())?;
+        principal
+            .checked_add(self.fixed_fee)
+            .and_then(|sum| sum.checked_add(variable))
+            .ok_or_else(|| self.out_of_range())
+    }
+
+    /// The largest principal whose send amount does not exceed `send`:
+    /// exactly `floor((send − fixed) / (1 + p + m))`, because
+    /// `x ≤ ceil(x) < x + 1`.
+    fn principal_for_send(&self, send: i128) -> Result<i128, QuoteError> {
+        let available = send - self.fixed_fee;
+        let one_plus = Ratio {
+            numerator: self
+                .variable
+                .denominator
+                .checked_add(self.variable.numerator)
+                .ok_or_else(|| self.out_of_range())?,
+            denominator: self.variable.denominator,
+        };
+        let principal = available
+            .checked_mul(one_plus.denominator)
+            .map(|scaled| scaled.div_euclid(one_plus.numerator))
+            .ok_or_else(|| self.out_of_range())?;
+        if principal >= 1 {
+            assert!(self.send_for(principal)? <= send, "principal fits the send amount");
+            assert!(self.send_for(principal + 1)? > send, "principal is the largest that fits");
+        }
+        Ok(principal)
+    }
+
+    /// The smallest principal whose receive amount reaches `receive`.
+    fn principal_for_receive(&self, receive: i128) -> Result<i128, QuoteError> {
+        self.convert.ceil_div(receive).ok_or_else(|| self.out_of_range())
+    }
+
+    /// `floor(principal × mid)`, in destination minor units.
+    fn receive_for(&self, principal: i128) -> Result<i128, QuoteError> {
+        self.convert.floor_mul(principal).ok_or_else(|| self.out_of_range())
+    }
+
+    /// Splits `send − principal` into the itemised fees.
+    fn fees(&self, principal: i128, send: i128) -> Result<Fees, QuoteError> {
+        let variable = self.variable.ceil_mul(principal).ok_or_else(|| self.out_of_range())?;
+        let fx_margin = self.margin.ceil_mul(principal).ok_or_else(|| self.out_of_range())?;
+        // The remainder of a send-fixed quote (at most one minor unit) goes to
+        // the percent fee, so the three fees add up to send − principal.
+        let remainder = send - self.send_for(principal)?;
+        assert!((0..=1).contains(&remainder), "remainder {remainder} is at most one minor unit");
+        assert!(fx_margin <= variable, "the margin is part of the variable fees");
+        let currency = self.source_currency;
+        Ok(Fees {
+            currency,
+            fixed: decimal(self.fixed_fee, currency, "fees.fixed")?,
+            percent: decimal(variable - fx_margin + remainder, currency, "fees.percent")?,
+            fx_margin: decimal(fx_margin, currency, "fees.fx_margin")?,
+        })
+    }
+}
+
+/// The settlement amount: the principal in the settlement currency, rounded
+/// up; exactly the principal or the receive amount when the settlement
+/// currency is the source or destination currency.
+fn settlement(
+    corridor: &Corridor,
+    rates: &dyn RateSource,
+    principal: i128,
+    receive: i128,
+    pricing: &Pricing,
+) -> Result<Money, QuoteError> {
+    let key = corridor.key();
+    let currency = corridor.settlement_currency();
+    if currency == key.source_currency {
+        return money(principal, currency, "settlement_amount");
+    }
+    if currency == key.destination_currency {
+        return money(receive, currency, "settlement_amount");
+    }
+    let rate = rates.mid_rate(key.source_currency, currency)?;
+    let exponent = |currency: Currency| i64::from(currency.exponent().unwrap_or(0));
+    let shift = exponent(currency) - exponent(key.source_currency);
+    let amount =
+        Ratio::scaled(rate, shift).and_then(|ratio| ratio.ceil_mul(principal)).ok_or_else(|| pricing.out_of_range())?;
+    money(amount, currency, "settlement_amount")
+}
+
+/// `mid / (1 + margin)`, rounded down to [`RATE_DECIMALS_MAX`] places.
+fn customer_rate(mid_rate: Decimal, fx_margin_percent: Decimal) -> Decimal {
+    let factor = Decimal::ONE + fx_margin_percent / Decimal::ONE_HUNDRED;
+    mid_rate
+        .checked_div(factor)
+        .map(|rate| rate.round_dp_with_strategy(RATE_DECIMALS_MAX, RoundingStrategy::ToZero).normalize())
+        .unwrap_or(mid_rate)
+}
+
+fn decimal(minor_units: i128, currency: Currency, field: &str) -> Result<Decimal, QuoteError> {
+    minor_units_to_decimal(minor_units, currency).ok_or_else(|| QuoteError::OutOfRange { field: field.to_owned() })
+}
+
+fn money(minor_units: i128, currency: Currency, field: &str) -> Result<Money, QuoteError> {
+    let minor_units = u64::try_from(minor_units).map_err(|_| QuoteError::OutOfRange { field: field.to_owned() })?;
+    Ok(Money::from_minor_units(minor_units, currency, field)?)
+}
+
+#[derive(Debug)]
+struct BookEntry {
+    quote: Quote,
+    used: bool,
+}
+
+/// Issued quotes, each of which can be taken exactly once before it expires.
+#[derive(Debug)]
+pub struct QuoteBook {
+    ttl_ms: u64,
+    entries: Mutex<HashMap<QuoteId, BookEntry>>,
+}
+
+impl QuoteBook {
+    /// A book whose quotes live `ttl_ms` (1 ms to [`QUOTE_TTL_MS_MAX`]).
+    pub fn new(ttl_ms: u64) -> Result<Self, QuoteError> {
+        if ttl_ms == 0 || ttl_ms > QUOTE_TTL_MS_MAX {
+            return Err(QuoteError::InvalidTtl { field: "quote_ttl_ms".to_owned(), ttl_ms, max_ms: QUOTE_TTL_MS_MAX });
+        }
+        Ok(Self { ttl_ms, entries: Mutex::new(HashMap::new()) })
+    }
+
+    /// How long quotes live, in milliseconds.
+    pub fn ttl_ms(&self) -> u64 {
+        self.ttl_ms
+    }
+
+    /// Gives `terms` a fresh id, valid from `now_unix_ms` for the book's
+    /// lifetime. Expired quotes are purged when the book is full.
+    pub fn issue(&self, terms: QuoteTerms, now_unix_ms: u64) -> Result<Quote, QuoteError> {
+        let quote = Quote {
+            id: QuoteId(Uuid::new_v4()),
+            terms,
+            issued_at_unix_ms: now_unix_ms,
+            expires_at_unix_ms: now_unix_ms.saturating_add(self.ttl_ms),
+        };
+        let mut entries = self.lock();
+        if entries.len() >= QUOTES_OPEN_MAX {
+            entries.retain(|_, entry| entry.quote.expires_at_unix_ms > now_unix_ms);
+        }
+        if entries.len() >= QUOTES_OPEN_MAX {
+            return Err(QuoteError::BookFull { max: QUOTES_OPEN_MAX });
+        }
+        entries.insert(quote.id, BookEntry { quote, used: false });
+        Ok(quote)
+    }
+
+    /// Consumes the quote: succeeds once, for the first caller before expiry
+    /// (`now_unix_ms < expires_at_unix_ms`); every later call fails.
+    pub fn take(&self, id: QuoteId, now_unix_ms: u64) -> Result<Quote, QuoteError> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(&id).ok_or(QuoteError::UnknownQuote { id })?;
+        if entry.used {
+            return Err(QuoteError::QuoteAlreadyUsed { id });
+        }
+        if now_unix_ms >= entry.quote.expires_at_unix_ms {
+            return Err(QuoteError::QuoteExpired {
+                id,
+                expires_at_unix_ms: entry.quote.expires_at_unix_ms,
+                now_unix_ms,
+            });
+        }
+        entry.used = true;
+        Ok(entry.quote)
+    }
+
+    /// Forgets quotes that expired at or before `now_unix_ms`; returns how many.
+    pub fn purge_expired(&self, now_unix_ms: u64) -> usize {
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, entry| entry.quote.expires_at_unix_ms > now_unix_ms);
+        before - entries.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QuoteId, BookEntry>> {
+        // Every update is a single insert, flag set or retain: a panic in
+        // another thread cannot leave an entry half-written.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::remittance::corridor::CorridorConfig;
+    use crate::remittance::fx::StaticRates;
+
+    const CORRIDORS: &str = r#"
+        [[corridor]]
+        source_country = "US"
+        source_currency = "USD"
+        destination_country = "PH"
+        destination_currency = "PHP"
+        settlement_currency = "USD"
+        send_amount_min = "10.00"
+        send_amount_max = "5000.00"
+        fixed_fee = "2.99"
+        fee_percent = "1.0"
+        fx_margin_percent = "0.5"
+
+        [[corridor]]
+        source_country = "US"
+        source_currency = "USD"
+        destination_country = "JP"
+        destination_currency = "JPY"
+        settlement_currency = "JPY"
+        send_amount_min = "1.00"
+        send_amount_max = "10000.00"
+        fixed_fee = "0"
+        fee_percent = "0.5"
+        fx_margin_percent = "1.0"
+
+        [[corridor]]
+        source_country = "KW"
+        source_currency = "KWD"
+        destination_country = "PH"
+        destination_currency = "PHP"
+        settlement_currency = "USD"
+        send_amount_min = "5.000"
+        send_amount_max = "3000.000"
+        fixed_fee = "0.500"
+        fee_percent = "0.75"
+        fx_margin_percent = "0.25"
+    "#;
+
+    fn corridors() -> Corridors {
+        Corridors::from_toml(CORRIDORS).expect("valid corridors")
+    }
+
+    fn rates() -> StaticRates {
+        StaticRates::from_pairs(
+            Currency::USD,
+            &[("USD", "PHP", "56.25"), ("USD", "JPY", "150.125"), ("KWD", "USD", "3.25")],
+        )
+        .expect("valid rates")
+    }
+
+    fn key(name: &str) -> CorridorKey {
+        let (source, destination) = match name {
+            "USD->PHP" => (("US", Currency::USD), ("PH", Currency::PHP)),
+            "USD->JPY" => (("US", Currency::USD), ("JP", Currency::JPY)),
+            "KWD->PHP" => (("KW", Currency::KWD), ("PH", Currency::PHP)),
+            "USD->GB" => (("US", Currency::USD), ("GB", Currency::GBP)),
+            other => panic!("unknown test corridor {other}"),
+        };
+        CorridorKey {
+            source_country: remit_settlement::CountryCode::new(source.0).expect("country"),
+            source_currency: source.1,
+            destination_country: remit_settlement::CountryCode::new(destination.0).expect("country"),
+            destination_currency: destination.1,
+        }
+    }
+
+    /// `"send 100.00 USD"` or `"receive 5000.00 PHP"`.
+    fn amount(text: &str) -> FixedAmount {
+        let (side, money) = text.split_once(' ').expect("side and amount");
+        let money = Money::parse(money, "amount").expect("valid amount");
+        if side == "send" {
+            FixedAmount::Send(money)
+        } else {
+            FixedAmount::Receive(money)
+        }
+    }
+
+    fn summary(terms: &QuoteTerms) -> String {
+        format!(
+            "send {} = {} + {} + {} + {}; receive {}; settle {}",
+            terms.send_amount,
+            terms.principal.amount(),
+            terms.fees.fixed,
+            terms.fees.percent,
+            terms.fees.fx_margin,
+            terms.receive_amount,
+            terms.settlement_amount
+        )
+    }
+
+    /// Quotes `amount` on `corridor`; expects a summary, or `(field, ISO code)`.
+    fn check(corridor: &str, amount_text: &str, expected: Result<&str, (&str, &str)>) {
+        let request = QuoteRequest { corridor: key(corridor), amount: amount(amount_text) };
+        match (quote(&corridors(), &rates(), &request), expected) {
+            (Ok(terms), Ok(want)) => {
+                assert_eq!(summary(&terms), want, "{corridor} {amount_text}");
+                assert_exact(&terms);
+            }
+            (Err(err), Err((field, code))) => {
+                assert_eq!((err.field(), err.reason_code()), (field, Some(code)), "{corridor} {amount_text}: {err}");
+                assert!(err.to_string().starts_with(field), "{err}");
+            }
+            (got, want) => panic!("{corridor} {amount_text}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    /// Every amount has exactly its currency's decimal places and the
+    /// customer pays exactly the principal plus the fees.
+    fn assert_exact(terms: &QuoteTerms) {
+        let exponent = |currency: Currency| u32::from(currency.exponent().expect("settleable"));
+        let send_exponent = exponent(terms.send_amount.currency());
+        for (name, value) in
+            [("fixed", terms.fees.fixed), ("percent", terms.fees.percent), ("margin", terms.fees.fx_margin)]
+        {
+            assert_eq!(value.scale(), send_exponent, "{name} {value}");
+            assert!(value >= Decimal::ZERO, "{name} {value}");
+        }
+        for money in [terms.send_amount, terms.principal, terms.receive_amount, terms.settlement_amount] {
+            assert_eq!(money.amount().scale(), exponent(money.currency()), "{money}");
+        }
+        let fees_minor = remit_settlement::money::decimal_to_minor_units(terms.fees.total(), terms.fees.currency)
+            .expect("fees are whole minor units");
+        assert_eq!(terms.send_amount.minor_units() as i128, terms.principal.minor_units() as i128 + fees_minor);
+    }
+
+    #[test]
+    fn usd_to_php() {
+        check(
+            "USD->PHP",
+            "send 100.00 USD",
+            Ok("send 100.00 USD = 95.57 + 2.99 + 0.96 + 0.48; receive 5375.81 PHP; settle 95.57 USD"),
+        );
+        check(
+            "USD->PHP",
+            "send 123.45 USD",
+            Ok("send 123.45 USD = 118.67 + 2.99 + 1.19 + 0.60; receive 6675.18 PHP; settle 118.67 USD"),
+        );
+        check(
+            "USD->PHP",
+            "send 3333.33 USD",
+            Ok("send 3333.33 USD = 3281.12 + 2.99 + 32.81 + 16.41; receive 184563.00 PHP; settle 3281.12 USD"),
+        );
+        // 10.43 and 10.44 buy the same principal; the extra cent is the
+        // rounding remainder, added to the percent fee.
+        check(
+            "USD->PHP",
+            "send 10.43 USD",
+            Ok("send 10.43 USD = 7.33 + 2.99 + 0.07 + 0.04; receive 412.31 PHP; settle 7.33 USD"),
+        );
+        check(
+            "USD->PHP",
+            "send 10.44 USD",
+            Ok("send 10.44 USD = 7.33 + 2.99 + 0.08 + 0.04; receive 412.31 PHP; settle 7.33 USD"),
+        );
+        check(
+            "USD->PHP",
+            "receive 5000.00 PHP",
+            Ok("send 93.22 USD = 88.89 + 2.99 + 0.89 + 0.45; receive 5000.00 PHP; settle 88.89 USD"),
+        );
+        check(
+            "USD->PHP",
+            "receive 123456.78 PHP",
+            Ok("send 2230.71 USD = 2194.79 + 2.99 + 21.95 + 10.98; receive 123456.78 PHP; settle 2194.79 USD"),
+        );
+        check("USD->PHP", "receive 0.01 PHP", Err(("receive_amount", "AM12")));
+        check("USD->PHP", "receive 280000.00 PHP", Err(("receive_amount", "AM02")));
+    }
+
+    #[test]
+    fn usd_to_jpy_zero_decimals() {
+        check(
+            "USD->JPY",
+            "send 100.00 USD",
+            Ok("send 100.00 USD = 98.52 + 0.00 + 0.49 + 0.99; receive 14790 JPY; settle 14790 JPY"),
+        );
+        check(
+            "USD->JPY",
+            "send 45.67 USD",
+            Ok("send 45.67 USD = 44.99 + 0.00 + 0.23 + 0.45; receive 6754 JPY; settle 6754 JPY"),
+        );
+        check(
+            "USD->JPY",
+            "send 1.36 USD",
+            Ok("send 1.36 USD = 1.33 + 0.00 + 0.01 + 0.02; receive 199 JPY; settle 199 JPY"),
+        );
+        check(
+            "USD->JPY",
+            "receive 15000 JPY",
+            Ok("send 101.42 USD = 99.92 + 0.00 + 0.50 + 1.00; receive 15000 JPY; settle 15000 JPY"),
+        );
+        check(
+            "USD->JPY",
+            "receive 151 JPY",
+            Ok("send 1.03 USD = 1.01 + 0.00 + 0.00 + 0.02; receive 151 JPY; settle 151 JPY"),
+        );
+        check(
+            "USD->JPY",
+            "receive 1000 JPY",
+            Ok("send 6.78 USD = 6.67 + 0.00 + 0.04 + 0.07; receive 1000 JPY; settle 1000 JPY"),
+        );
+        check("USD->JPY", "receive 1 JPY", Err(("receive_amount", "AM12")));
+    }
+
+    #[test]
+    fn kwd_three_decimals() {
+        check(
+            "KWD->PHP",
+            "send 100.000 KWD",
+            Ok("send 100.000 KWD = 98.514 + 0.500 + 0.739 + 0.247; receive 18009.59 PHP; settle 320.18 USD"),
+        );
+        check(
+            "KWD->PHP",
+            "send 123.457 KWD",
+            Ok("send 123.457 KWD = 121.739 + 0.500 + 0.913 + 0.305; receive 22255.41 PHP; settle 395.66 USD"),
+        );
+        check(
+            "KWD->PHP",
+            "send 5.046 KWD",
+            Ok("send 5.046 KWD = 4.500 + 0.500 + 0.034 + 0.012; receive 822.65 PHP; settle 14.63 USD"),
+        );
+        check(
+            "KWD->PHP",
+            "receive 10000.00 PHP",
+            Ok("send 55.749 KWD = 54.701 + 0.500 + 0.411 + 0.137; receive 10000.00 PHP; settle 177.78 USD"),
+        );
+        check("KWD->PHP", "receive 123.45 PHP", Err(("receive_amount", "AM12")));
+    }
+
+    #[test]
+    fn limits_at_the_boundary() {
+        check(
+            "USD->PHP",
+            "send 10.00 USD",
+            Ok("send 10.00 USD = 6.90 + 2.99 + 0.07 + 0.04; receive 388.12 PHP; settle 6.90 USD"),
+        );
+        check("USD->PHP", "send 9.99 USD", Err(("send_amount", "AM12")));
+        check(
+            "USD->PHP",
+            "send 5000.00 USD",
+            Ok("send 5000.00 USD = 4923.16 + 2.99 + 49.23 + 24.62; receive 276927.75 PHP; settle 4923.16 USD"),
+        );
+        check("USD->PHP", "send 5000.01 USD", Err(("send_amount", "AM02")));
+        check(
+            "USD->JPY",
+            "send 1.00 USD",
+            Ok("send 1.00 USD = 0.98 + 0.00 + 0.01 + 0.01; receive 147 JPY; settle 147 JPY"),
+        );
+        check("USD->JPY", "send 0.99 USD", Err(("send_amount", "AM12")));
+        check(
+            "USD->JPY",
+            "send 10000.00 USD",
+            Ok("send 10000.00 USD = 9852.21 + 0.00 + 49.26 + 98.53; receive 1479063 JPY; settle 1479063 JPY"),
+        );
+        check("USD->JPY", "send 10000.01 USD", Err(("send_amount", "AM02")));
+        check(
+            "KWD->PHP",
+            "send 5.000 KWD",
+            Ok("send 5.000 KWD = 4.455 + 0.500 + 0.033 + 0.012; receive 814.42 PHP; settle 14.48 USD"),
+        );
+        check("KWD->PHP", "send 4.999 KWD", Err(("send_amount", "AM12")));
+        check(
+            "KWD->PHP",
+            "send 3000.000 KWD",
+            Ok("send 3000.000 KWD = 2969.801 + 0.500 + 22.274 + 7.425; receive 542916.74 PHP; settle 9651.86 USD"),
+        );
+        check("KWD->PHP", "send 3000.001 KWD", Err(("send_amount", "AM02")));
+    }
+
+    #[test]
+    fn bad_requests() {
+        check("USD->PHP", "send 100.00 EUR", Err(("send_amount", "AM03")));
+        check("USD->PHP", "receive 100.00 USD", Err(("receive_amount", "AM03")));
+        check("USD->GB", "send 100.00 USD", Err(("corridor", "AG03")));
+    }
+
+    /// Re-quotes the receive amount of a send-fixed quote: the same receive
+    /// amount, for a send amount at most one minor unit lower (never higher).
+    fn check_round_trip(corridor: &Corridor, rates: &dyn RateSource, send: Money) -> Result<(), TestCaseError> {
+        let Ok(forward) = price(corridor, rates, FixedAmount::Send(send)) else { return Ok(()) };
+        let back = price(corridor, rates, FixedAmount::Receive(forward.receive_amount))
+            .map_err(|err| TestCaseError::fail(format!("{send}: {err}")))?;
+        prop_assert_eq!(back.receive_amount, forward.receive_amount);
+        let (there, again) = (forward.send_amount.minor_units(), back.send_amount.minor_units());
+        prop_assert!(again <= there && there - again <= 1, "{} -> {}", forward.send_amount, back.send_amount);
+        Ok(())
+    }
+
+    #[test]
+    fn receive_fixed_round_trips() {
+        let (corridors, rates) = (corridors(), rates());
+        for corridor in corridors.iter() {
+            let currency = corridor.key().source_currency;
+            let (min, max) = (corridor.send_amount_min().minor_units(), corridor.send_amount_max().minor_units());
+            for minor in (min..min + 500).chain((min..=max).step_by(997)).chain(max - 50..=max) {
+                let send = Money::from_minor_units(minor, currency, "send").expect("valid");
+                check_round_trip(corridor, &rates, send).expect("round trip");
+            }
+        }
+    }
+
+    fn terms() -> QuoteTerms {
+        let request = QuoteRequest { corridor: key("USD->PHP"), amount: amount("send 100.00 USD") };
+        quote(&corridors(), &rates(), &request).expect("quote")
+    }
+
+    #[test]
+    fn ttl_is_bounded() {
+        assert!(QuoteBook::new(QUOTE_TTL_MS_MAX).is_ok());
+        assert!(QuoteBook::new(1).is_ok());
+        for bad in [0, QUOTE_TTL_MS_MAX + 1] {
+            let err = QuoteBook::new(bad).expect_err("out of bounds");
+            assert_eq!(err.field(), "quote_ttl_ms");
+        }
+    }
+
+    #[test]
+    fn expiry_exactly_at_the_bound() {
+        let book = QuoteBook::new(QUOTE_TTL_MS_MAX).expect("book");
+        let now = 1_700_000_000_000;
+        let first = book.issue(terms(), now).expect("issue");
+        assert_eq!(first.expires_at_unix_ms, now + 600_000);
+        let err = book.take(first.id, now + 600_000).expect_err("expired at the bound");
+        assert_eq!((err.field(), err.reason_code()), ("quote_id", Some("TM01")));
+        let second = book.issue(terms(), now).expect("issue");
+        assert_eq!(book.take(second.id, now + 599_999).expect("valid until the bound").terms, terms());
+        let err = book.take(second.id, now + 1).expect_err("single use");
+        assert_eq!(err.reason_code(), Some("DUPL"));
+        let unknown = QuoteId::from_uuid(Uuid::new_v4());
+        assert!(matches!(book.take(unknown, now), Err(QuoteError::UnknownQuote { .. })));
+        assert_eq!(book.purge_expired(now + 600_000), 2);
+        assert!(matches!(book.take(first.id, now), Err(QuoteError::UnknownQuote { .. })));
+    }
+
+    #[test]
+    fn single_use_under_concurrent_take() {
+        let book = Arc::new(QuoteBook::new(60_000).expect("book"));
+        let quote = book.issue(terms(), 0).expect("issue");
+        let barrier = Arc::new(Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (book, barrier) = (Arc::clone(&book), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    book.take(quote.id, 1)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|thread| thread.join().expect("thread")).collect();
+        assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 1);
+        assert!(results.iter().filter_map(|result| result.as_ref().err()).all(|err| err.reason_code() == Some("DUPL")));
+    }
+
+    fn corridor_config(
+        currencies: (Currency, Currency),
+        fixed_fee_minor: u64,
+        fee_percent_bp: u32,
+        margin_bp: u32,
+    ) -> CorridorConfig {
+        let minor = |units: u64, currency: Currency| {
+            minor_units_to_decimal(i128::from(units), currency).expect("in range").to_string()
+        };
+        CorridorConfig {
+            source_country: "US".to_owned(),
+            source_currency: currencies.0.code().to_owned(),
+            destination_country: "PH".to_owned(),
+            destination_currency: currencies.1.code().to_owned(),
+            settlement_currency: "USD".to_owned(),
+            send_amount_min: minor(fixed_fee_minor + 2, currencies.0),
+            send_amount_max: minor(1_000_000_000_000, currencies.0),
+            fixed_fee: minor(fixed_fee_minor, currencies.0),
+            fee_percent: Decimal::new(i64::from(fee_percent_bp), 2).to_string(),
+            fx_margin_percent: Decimal::new(i64::from(margin_bp), 2).to_string(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn send_is_principal_plus_fees_exactly(
+            currencies in prop::sample::select(vec![
+                (Currency::USD, Currency::PHP), (Currency::USD, Currency::JPY), (Currency::KWD, Currency::PHP),
+                (Currency::JPY, Currency::USD), (Currency::KWD, Currency::JPY), (Currency::EUR, Currency::KWD),
+            ]),
+            rate_mantissa in 1i64..=100_000_000_000,
+            rate_scale in 4u32..=10,
+            fixed_fee_minor in 0u64..10_000,
+            fee_percent_bp in 0u32..=5_000,
+            margin_bp in 0u32..=5_000,
+            send_minor in 1u64..1_000_000_000_000,
+            fixed_side_receive in any::<bool>(),
+        ) {
+            let rate = Decimal::new(rate_mantissa, rate_scale);
+            // At most RATE_MAX (1e11 / 1e4) and at least 1e-10.
+            let config = corridor_config(currencies, fixed_fee_minor, fee_percent_bp, margin_bp);
+            let corridor = Corridor::from_config(&config, "corridor").expect("valid corridor");
+            let mut table = crate::remittance::RateTable::new(Currency::USD);
+            table.insert(currencies.0, currencies.1, rate, "rate").expect("valid rate");
+            if currencies.0 != Currency::USD && currencies.1 != Currency::USD {
+                // The settlement currency (USD) is neither side: settle through this rate.
+                table.insert(currencies.0, Currency::USD, Decimal::new(13, 1), "rate").expect("valid rate");
+            }
+            let rates = StaticRates::new(table);
+            let amount = if fixed_side_receive {
+                FixedAmount::Receive(Money::from_minor_units(send_minor, currencies.1, "receive").expect("valid"))
+            } else {
+                FixedAmount::Send(Money::from_minor_units(send_minor, currencies.0, "send").expect("valid"))
+            };
+            match price(&corridor, &rates, amount) {
+                Ok(terms) => {
+                    assert_exact(&terms);
+                    if let FixedAmount::Send(send) = amount {
+                        prop_assert_eq!(terms.send_amount, send);
+                        // One send minor unit buys at least one receive minor
+                        // unit: the receive-fixed re-quote is within a unit.
+                        let exponent = |c: Currency| i64::from(c.exponent().expect("settleable"));
+                        let unit = Ratio::scaled(rate, exponent(currencies.1) - exponent(currencies.0)).expect("ratio");
+                        if unit.numerator >= unit.denominator {
+                            check_round_trip(&corridor, &rates, send)?;
+                        }
+                    } else {
+                        prop_assert_eq!(FixedAmount::Receive(terms.receive_amount), amount);
+                    }
+                }
+                Err(err) => prop_assert!(err.reason_code().is_some(), "{err}"),
+            }
+        }
+    }
+}
