@@ -1180,3 +1180,23 @@ pub fn check_acknowledged(ledger: &StoredLedger, acks: &Acknowledged) -> anyhow:
     );
     Ok(())
 }
+
+/// Stops every node, verifies every data directory (`remit ledger verify
+/// --dir` and the in-process audit), and checks that each verified to the
+/// certified tip `height` the nodes reported and holds every acknowledged
+/// transfer exactly once and nothing unacknowledged.
+pub fn stop_and_verify(net: &mut Network, height: u64, acks: &Acknowledged) -> anyhow::Result<Vec<NodeLedger>> {
+    net.stop_all()?;
+    let ledgers = verify_stopped_network(net)?;
+    for ledger in &ledgers {
+        ensure!(
+            ledger.cli.tip_height == height,
+            "node {} verified tip {:?}, the nodes reported {height}",
+            ledger.node,
+            ledger.cli
+        );
+        check_acknowledged(&ledger.stored, acks)?;
+    }
+    println!("verified on every node: {:?}", ledgers[0].cli);
+    Ok(ledgers)
+}

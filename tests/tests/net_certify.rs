@@ -18,10 +18,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use remit_tests::net::{
-    check_acknowledged, traffic_batches, verify_stopped_network, Load, LoadOptions, Network, NetworkOptions,
-    SubmitPolicy,
-};
+use remit_tests::net::{stop_and_verify, traffic_batches, Load, LoadOptions, Network, NetworkOptions, SubmitPolicy};
 
 /// Batches submitted (a multiple of the four senders).
 const BATCHES: usize = 48;
@@ -56,18 +53,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     let (height, _) = net.wait_settled(&all, SETTLE_TIMEOUT).await?;
     ensure!(height >= 2, "only {height} blocks after genesis for {BATCHES} batches");
 
-    net.stop_all()?;
-    let ledgers = verify_stopped_network(net)?;
-    for ledger in &ledgers {
-        ensure!(
-            ledger.cli.tip_height == height,
-            "node {} verified tip {:?}, the nodes reported {height}",
-            ledger.node,
-            ledger.cli
-        );
-        check_acknowledged(&ledger.stored, &acks)?;
-    }
-    println!("verified on every node: {:?}", ledgers[0].cli);
+    stop_and_verify(net, height, &acks)?;
     Ok(())
 }
 

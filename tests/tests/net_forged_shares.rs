@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use remit_tests::net::{
-    check_acknowledged, traffic_batches, verify_stopped_network, Acknowledged, Load, LoadOptions, Network,
-    NetworkOptions, SubmitPolicy,
+    stop_and_verify, traffic_batches, Acknowledged, Load, LoadOptions, Network, NetworkOptions, SubmitPolicy,
 };
 
 /// The validator that forges its shares.
@@ -99,18 +98,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     net.restart(victim)?;
     let (height, _) = net.wait_settled(&all, CERTIFY_TIMEOUT).await?;
     ensure!(height >= applied, "settled at {height}, below the committed {applied}");
-    net.stop_all()?;
-    let ledgers = verify_stopped_network(net)?;
-    for ledger in &ledgers {
-        ensure!(
-            ledger.cli.tip_height == height,
-            "node {} verified tip {:?}, the nodes reported {height}",
-            ledger.node,
-            ledger.cli
-        );
-        check_acknowledged(&ledger.stored, &acks)?;
-    }
-    println!("verified on every node: {:?}", ledgers[0].cli);
+    stop_and_verify(net, height, &acks)?;
     Ok(())
 }
 

@@ -20,10 +20,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use remit_tests::net::{
-    check_acknowledged, traffic_batches, verify_stopped_network, Load, LoadOptions, Network, NetworkOptions,
-    SubmitPolicy,
-};
+use remit_tests::net::{stop_and_verify, traffic_batches, Load, LoadOptions, Network, NetworkOptions, SubmitPolicy};
 
 /// Rounds of traffic; each round is one batch per participant.
 const ROUNDS: usize = 15;
@@ -85,18 +82,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
         ensure!(hashes.len() == 1, "nodes store different blocks at height {probe}: {hashes:?}");
     }
 
-    net.stop_all()?;
-    let ledgers = verify_stopped_network(net)?;
-    for ledger in &ledgers {
-        ensure!(
-            ledger.cli.tip_height == height,
-            "node {} verified tip {:?}, the nodes reported {height}",
-            ledger.node,
-            ledger.cli
-        );
-        check_acknowledged(&ledger.stored, &acks)?;
-    }
-    println!("verified on every node: {:?}", ledgers[0].cli);
+    stop_and_verify(net, height, &acks)?;
     Ok(())
 }
 

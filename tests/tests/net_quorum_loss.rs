@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 use remit_tests::net::{
-    check_acknowledged, traffic_batches, verify_stopped_network, Acknowledged, Load, LoadOptions, Network,
-    NetworkOptions, SubmitPolicy, Submitted,
+    stop_and_verify, traffic_batches, Acknowledged, Load, LoadOptions, Network, NetworkOptions, SubmitPolicy, Submitted,
 };
 
 /// Transfers per batch.
@@ -96,18 +95,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
 
     net.restart(down[1])?;
     let (height, _) = net.wait_settled(&all, CERTIFY_TIMEOUT).await?;
-    net.stop_all()?;
-    let ledgers = verify_stopped_network(net)?;
-    for ledger in &ledgers {
-        ensure!(
-            ledger.cli.tip_height == height,
-            "node {} verified tip {:?}, the nodes reported {height}",
-            ledger.node,
-            ledger.cli
-        );
-        check_acknowledged(&ledger.stored, &acks)?;
-    }
-    println!("verified on every node: {:?}", ledgers[0].cli);
+    stop_and_verify(net, height, &acks)?;
     Ok(())
 }
 

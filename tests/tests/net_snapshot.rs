@@ -15,10 +15,7 @@
 use std::time::Duration;
 
 use anyhow::ensure;
-use remit_tests::net::{
-    check_acknowledged, traffic_batches, verify_stopped_network, Load, LoadOptions, Network, NetworkOptions,
-    SubmitPolicy,
-};
+use remit_tests::net::{stop_and_verify, traffic_batches, Load, LoadOptions, Network, NetworkOptions, SubmitPolicy};
 
 const LAGGARD: usize = 3;
 const ROUNDS_WHILE_DOWN: usize = 12;
@@ -54,17 +51,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     // Backfill runs in the background; give it a moment to finish the history.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    net.stop_all()?;
-    let ledgers = verify_stopped_network(net)?;
-    for ledger in &ledgers {
-        ensure!(
-            ledger.cli.tip_height == height,
-            "node {} verified tip {:?}, expected {height}",
-            ledger.node,
-            ledger.cli
-        );
-        check_acknowledged(&ledger.stored, &acks)?;
-    }
+    stop_and_verify(net, height, &acks)?;
     Ok(())
 }
 

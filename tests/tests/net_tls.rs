@@ -21,8 +21,7 @@ use remit_gateway::node::peers::Client;
 use remit_gateway::tls::{generate_tls, NodeTls, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 use remit_proto::v1::{GetTipRequest, SubmitBatchRequest};
 use remit_tests::net::{
-    check_acknowledged, encode_batch, traffic_batches, verify_stopped_network, Load, LoadOptions, Network,
-    NetworkOptions, SubmitPolicy,
+    encode_batch, stop_and_verify, traffic_batches, Load, LoadOptions, Network, NetworkOptions, SubmitPolicy,
 };
 
 /// Rounds of traffic (one batch per participant each).
@@ -97,19 +96,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     }
 
     let (height, _) = net.wait_settled(&all, CERTIFY_TIMEOUT).await?;
-    net.stop_all()?;
-    let ledgers = verify_stopped_network(net)?;
-    for ledger in &ledgers {
-        ensure!(
-            ledger.cli.tip_height == height,
-            "node {} verified tip {:?}, the nodes reported {height}",
-            ledger.node,
-            ledger.cli
-        );
-        // Also proves the refused batch is absent: nothing unacknowledged is in the chain.
-        check_acknowledged(&ledger.stored, &acks)?;
-    }
-    println!("verified on every node: {:?}", ledgers[0].cli);
+    stop_and_verify(net, height, &acks)?;
     Ok(())
 }
 
