@@ -126,6 +126,35 @@ fn height_key(prefix: &[u8], height: Height) -> Vec<u8> {
     key
 }
 
+/// Adds a block and its certificate (when known) to `batch`.
+fn insert_block(batch: &mut sled::Batch, block: &Block, certificate: Option<&Certificate>) {
+    let height = block.height();
+    batch.insert(height_key(PREFIX_BLOCK, height), block.encode());
+    if let Some(certificate) = certificate {
+        batch.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec());
+    }
+}
+
+/// Adds the state snapshot and applied height after `height` to `batch`.
+fn insert_state(batch: &mut sled::Batch, state: &LedgerState, height: Height) {
+    batch.insert(KEY_SNAPSHOT, state.encode_snapshot());
+    batch.insert(KEY_HEIGHT, &height.0.to_be_bytes());
+}
+
+/// Adds metadata key-values to `batch`.
+fn insert_meta(batch: &mut sled::Batch, meta: &[(&str, Vec<u8>)]) {
+    for (key, value) in meta {
+        batch.insert(meta_key(key), value.as_slice());
+    }
+}
+
+/// The stored form of a history gap: first and last missing height.
+fn gap_value(start: u64, end: u64) -> Vec<u8> {
+    let mut gap = start.to_be_bytes().to_vec();
+    gap.extend_from_slice(&end.to_be_bytes());
+    gap
+}
+
 fn accepted_uetrs(block: &Block) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(block.header.accepted_count as usize * 16);
     for (entry, result) in block.entries.iter().zip(&block.results) {
@@ -151,6 +180,13 @@ impl SledLedgerStore {
     /// replication log) so they share one lock and one flush.
     pub fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// Applies `batch` atomically and flushes it: durable when this returns.
+    fn commit(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     fn height_value(bytes: &[u8]) -> Result<Height, StoreError> {
@@ -227,29 +263,17 @@ impl LedgerStore for SledLedgerStore {
         }
         assert_eq!(state.tip().map(|(h, _)| h), Some(height), "the state passed must be the one after the block");
         let mut batch = sled::Batch::default();
-        batch.insert(height_key(PREFIX_BLOCK, height), block.encode());
+        insert_block(&mut batch, block, certificate);
         batch.insert(height_key(PREFIX_UETR, height), accepted_uetrs(block));
-        if let Some(certificate) = certificate {
-            batch.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec());
-        }
-        batch.insert(KEY_SNAPSHOT, state.encode_snapshot());
-        batch.insert(KEY_HEIGHT, &height.0.to_be_bytes());
-        for (key, value) in meta {
-            batch.insert(meta_key(key), value.as_slice());
-        }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
+        insert_state(&mut batch, state, height);
+        insert_meta(&mut batch, meta);
+        self.commit(batch)
     }
 
     fn put_meta(&self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for (key, value) in meta {
-            batch.insert(meta_key(key), value.as_slice());
-        }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
+        insert_meta(&mut batch, meta);
+        self.commit(batch)
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -266,18 +290,14 @@ impl LedgerStore for SledLedgerStore {
         let height = tip.height();
         let previous = self.applied_height()?;
         let mut batch = sled::Batch::default();
-        batch.insert(height_key(PREFIX_BLOCK, height), tip.encode());
-        if let Some(certificate) = certificate {
-            batch.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec());
-        }
+        insert_block(&mut batch, tip, certificate);
         let mut index = Vec::with_capacity(state.applied_transfer_count() * 24);
         for (uetr, at) in state.applied_transfers() {
             index.extend_from_slice(uetr.as_bytes());
             index.extend_from_slice(&at.0.to_be_bytes());
         }
         batch.insert(KEY_UETR_SNAPSHOT, index);
-        batch.insert(KEY_SNAPSHOT, state.encode_snapshot());
-        batch.insert(KEY_HEIGHT, &height.0.to_be_bytes());
+        insert_state(&mut batch, state, height);
         // A gap left by an earlier install and not yet backfilled extends the
         // new one: backfill rewrites any block it already holds identically.
         let gap_start = match self.history_gap()? {
@@ -285,16 +305,10 @@ impl LedgerStore for SledLedgerStore {
             None => previous.map_or(0, |h| h.0 + 1),
         };
         if gap_start < height.0 {
-            let mut gap = gap_start.to_be_bytes().to_vec();
-            gap.extend_from_slice(&(height.0 - 1).to_be_bytes());
-            batch.insert(KEY_GAP, gap);
+            batch.insert(KEY_GAP, gap_value(gap_start, height.0 - 1));
         }
-        for (key, value) in meta {
-            batch.insert(meta_key(key), value.as_slice());
-        }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
+        insert_meta(&mut batch, meta);
+        self.commit(batch)
     }
 
     fn history_gap(&self) -> Result<Option<(Height, Height)>, StoreError> {
@@ -321,30 +335,23 @@ impl LedgerStore for SledLedgerStore {
             return Err(StoreError::Corrupt(format!("backfilled block {height} does not link to the block above")));
         }
         let mut batch = sled::Batch::default();
-        batch.insert(height_key(PREFIX_BLOCK, height), block.encode());
+        insert_block(&mut batch, block, certificate);
         batch.insert(height_key(PREFIX_UETR, height), accepted_uetrs(block));
-        if let Some(certificate) = certificate {
-            batch.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec());
-        }
         if height == start {
             batch.remove(KEY_GAP);
         } else {
-            let mut gap = start.0.to_be_bytes().to_vec();
-            gap.extend_from_slice(&(height.0 - 1).to_be_bytes());
-            batch.insert(KEY_GAP, gap);
+            batch.insert(KEY_GAP, gap_value(start.0, height.0 - 1));
         }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
+        self.commit(batch)
     }
 
     fn put_certificate(&self, height: Height, certificate: &Certificate) -> Result<(), StoreError> {
         if self.db.get(height_key(PREFIX_BLOCK, height))?.is_none() {
             return Err(StoreError::Corrupt(format!("certificate for missing block {height}")));
         }
-        self.db.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec())?;
-        self.db.flush()?;
-        Ok(())
+        let mut batch = sled::Batch::default();
+        batch.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec());
+        self.commit(batch)
     }
 
     fn applied_height(&self) -> Result<Option<Height>, StoreError> {
