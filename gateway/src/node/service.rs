@@ -6,8 +6,9 @@ use std::sync::Arc;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use remit_proto::v1::peer_server::Peer;
 use remit_proto::v1::{
-    CertificateMessage, EncodedBlock, GetBlocksRequest, GetBlocksResponse, GetTipRequest, GetTipResponse, GossipAck,
-    RaftReply, RaftRequest, ShareMessage, SubmitBatchReply, SubmitBatchRequest,
+    CertificateMessage, DeliverPaymentMessagesReply, DeliverPaymentMessagesRequest, EncodedBlock,
+    FetchPaymentMessageReply, FetchPaymentMessageRequest, GetBlocksRequest, GetBlocksResponse, GetTipRequest, GetTipResponse, GossipAck,
+    RaftReply, RaftRequest, ShareMessage, SubmitBatchReply, SubmitBatchRequest, SubmitReportsRequest,
 };
 use remit_settlement::ids::Height;
 use remit_settlement::replica::state_machine::lock;
@@ -136,5 +137,23 @@ impl Peer for PeerService {
             leader,
             transfers_accepted_total: chain.state().transfers_accepted_total(),
         }))
+    }
+
+    async fn submit_reports(&self, _request: Request<SubmitReportsRequest>) -> Result<Response<SubmitBatchReply>, Status> {
+        Err(Status::unimplemented("payout reports are not wired yet"))
+    }
+
+    async fn deliver_payment_messages(
+        &self,
+        _request: Request<DeliverPaymentMessagesRequest>,
+    ) -> Result<Response<DeliverPaymentMessagesReply>, Status> {
+        Err(Status::unimplemented("payment messages are not wired yet"))
+    }
+
+    async fn fetch_payment_message(
+        &self,
+        _request: Request<FetchPaymentMessageRequest>,
+    ) -> Result<Response<FetchPaymentMessageReply>, Status> {
+        Err(Status::unimplemented("payment messages are not wired yet"))
     }
 }

@@ -22,7 +22,7 @@ use std::fmt;
 
 use iso_currency::Currency;
 use remit_settlement::money::{decimal_to_minor_units, parse_currency};
-use remit_settlement::{CountryCode, Money};
+use remit_settlement::{CountryCode, Money, ParticipantId};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -33,7 +33,7 @@ const PERCENT_DECIMALS_MAX: u32 = 4;
 
 /// Identifies a corridor: source country and currency to destination country
 /// and currency.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CorridorKey {
     /// Where the sender is.
     pub source_country: CountryCode,
@@ -78,6 +78,7 @@ pub struct Corridor {
     send_amount_min: Money,
     send_amount_max: Money,
     fees: FeeSchedule,
+    destination_participant: Option<ParticipantId>,
 }
 
 /// One `[[corridor]]` table as written in the configuration file.
@@ -104,6 +105,10 @@ pub struct CorridorConfig {
     pub fee_percent: String,
     /// FX margin on the principal, in percent.
     pub fx_margin_percent: String,
+    /// Participant (gateway) that pays out on this corridor. Required to
+    /// send remittances; a corridor without one can only be quoted.
+    #[serde(default)]
+    pub destination_participant: Option<String>,
 }
 
 /// The corridors section of a configuration file: `[[corridor]]` tables.
@@ -152,7 +157,18 @@ impl Corridor {
             fee_percent: parse_percent(&config.fee_percent, &field("fee_percent"))?,
             fx_margin_percent: parse_percent(&config.fx_margin_percent, &field("fx_margin_percent"))?,
         };
-        Ok(Self { key, settlement_currency, send_amount_min, send_amount_max, fees })
+        let destination_participant = config
+            .destination_participant
+            .as_deref()
+            .map(ParticipantId::new)
+            .transpose()
+            .map_err(|err| ConfigError::new(field("destination_participant"), err.to_string()))?;
+        Ok(Self { key, settlement_currency, send_amount_min, send_amount_max, fees, destination_participant })
+    }
+
+    /// The participant that pays out on this corridor, if configured.
+    pub fn destination_participant(&self) -> Option<&ParticipantId> {
+        self.destination_participant.as_ref()
     }
 
     /// The corridor's key.

@@ -46,7 +46,9 @@
 
 pub mod corridor;
 pub mod fx;
+pub mod party;
 pub mod quote;
+pub mod record;
 
 use iso_currency::Currency;
 use remit_settlement::MoneyError;

@@ -39,7 +39,7 @@ pub struct QuoteRequest {
 
 /// The fees of a quote, itemised, each exact to the send currency's minor
 /// unit (and possibly zero).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Fees {
     /// The send currency.
     pub currency: Currency,
@@ -59,7 +59,8 @@ impl Fees {
 }
 
 /// Which side of a quote the customer fixed.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FixedSide {
     /// The send amount was given; the receive amount was computed.
     Send,
@@ -68,7 +69,7 @@ pub enum FixedSide {
 }
 
 /// The priced terms of a quote, before it is given an id and an expiry.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct QuoteTerms {
     /// The corridor.
     pub corridor: CorridorKey,
