@@ -10,6 +10,7 @@ use crate::hash::{hash_with_domain, merkle_leaf, merkle_root, Digest32};
 use crate::ids::{ChainId, Height, ParticipantId, WindowId};
 use crate::money::{decimal_to_minor_units, minor_units_to_decimal};
 use crate::participant::{Participant, ParticipantStatus};
+use crate::payout::PayoutReportBatch;
 use crate::transfer::TransferBatch;
 
 /// Version of the block format; part of every block header.
@@ -50,6 +51,11 @@ pub enum Entry {
         /// The batch.
         batch: TransferBatch,
     },
+    /// Payout completions and returns reported by one destination.
+    PayoutReports {
+        /// The signed reports.
+        batch: PayoutReportBatch,
+    },
 }
 
 impl Entry {
@@ -57,6 +63,14 @@ impl Entry {
     pub fn transfer_count(&self) -> usize {
         match self {
             Entry::TransferBatch { batch } => batch.transfers.len(),
+            _ => 0,
+        }
+    }
+
+    /// Number of payout reports the entry carries.
+    pub fn report_count(&self) -> usize {
+        match self {
+            Entry::PayoutReports { batch } => batch.reports.len(),
             _ => 0,
         }
     }
@@ -85,6 +99,10 @@ impl Entry {
                 w.u8(4);
                 batch.encode(w);
             }
+            Entry::PayoutReports { batch } => {
+                w.u8(5);
+                batch.encode(w);
+            }
         }
     }
 
@@ -107,6 +125,7 @@ impl Entry {
                 Ok(Entry::SetParticipantStatus { participant, status })
             }
             4 => Ok(Entry::TransferBatch { batch: TransferBatch::decode(r)? }),
+            5 => Ok(Entry::PayoutReports { batch: PayoutReportBatch::decode(r)? }),
             other => Err(r.error(format!("unknown entry type {other}"))),
         }
     }
@@ -154,19 +173,30 @@ pub enum RejectReason {
     InvalidParticipantData,
     /// A cap for a currency the participant does not settle in (AM03).
     CapCurrencyNotSettled,
+    /// A payout report batch from a participant that is not registered (RC01).
+    UnknownReporter,
+    /// A payout report for a UETR never accepted on the ledger (NOOR).
+    UnknownTransfer,
+    /// A payout report from a participant that is not the transfer's destination (RC07).
+    NotDestination,
+    /// A payout report for a transfer already reported completed or returned (DUPL).
+    AlreadyReported,
 }
 
 impl RejectReason {
-    /// The ISO 20022 status reason code (ExternalStatusReason1Code) where one fits.
+    /// The ISO 20022 status reason code (ExternalStatusReason1Code) where one
+    /// fits; for a report on an unknown transfer, NOOR ("no original
+    /// transaction received", from the cancellation and investigation codes).
     pub fn iso_code(self) -> Option<&'static str> {
         use RejectReason::*;
         match self {
-            DuplicateUetr => Some("DUPL"),
-            UnknownOrigin | UnknownDestination | UnknownParticipant => Some("RC01"),
+            DuplicateUetr | AlreadyReported => Some("DUPL"),
+            UnknownOrigin | UnknownDestination | UnknownParticipant | UnknownReporter => Some("RC01"),
             OriginSuspended | DestinationSuspended => Some("AG01"),
             OriginCurrencyNotSettled | DestinationCurrencyNotSettled | CapCurrencyNotSettled => Some("AM03"),
             NetDebitCapExceeded => Some("AM04"),
-            SameOriginAndDestination | OriginMismatch => Some("RC07"),
+            SameOriginAndDestination | OriginMismatch | NotDestination => Some("RC07"),
+            UnknownTransfer => Some("NOOR"),
             BadSignature => Some("DS0D"),
             EmptyBatch => Some("AM18"),
             CreatedInFuture => Some("DT01"),
@@ -175,7 +205,9 @@ impl RejectReason {
         }
     }
 
-    const ALL: [RejectReason; 19] = {
+    /// Every reason in wire-code order (code = position + 1). New reasons are
+    /// appended so that stored codes keep their meaning.
+    const ALL: [RejectReason; 23] = {
         use RejectReason::*;
         [
             DuplicateUetr,
@@ -197,6 +229,10 @@ impl RejectReason {
             UnknownParticipant,
             InvalidParticipantData,
             CapCurrencyNotSettled,
+            UnknownReporter,
+            UnknownTransfer,
+            NotDestination,
+            AlreadyReported,
         ]
     };
 
@@ -210,11 +246,13 @@ impl RejectReason {
     }
 }
 
-/// What happened to one transfer of a batch.
+/// What happened to one transfer of a batch, or to one report of a payout
+/// report batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", content = "reason", rename_all = "snake_case")]
 pub enum TransferOutcome {
-    /// Applied: the positions moved.
+    /// Applied: for a transfer the positions moved; for a report the payout
+    /// state changed (and, for a return, the positions moved back).
     Accepted,
     /// Not applied.
     Rejected(RejectReason),
@@ -231,9 +269,9 @@ pub enum EntryResult {
         /// Why.
         reason: RejectReason,
     },
-    /// A batch was checked transfer by transfer.
+    /// A batch was checked transfer by transfer (or report by report).
     Batch {
-        /// One outcome per transfer, in order.
+        /// One outcome per transfer (or report), in order.
         outcomes: Vec<TransferOutcome>,
     },
 }
@@ -287,7 +325,8 @@ impl EntryResult {
         }
     }
 
-    /// Number of accepted transfers.
+    /// Number of accepted outcomes: accepted transfers for a transfer batch,
+    /// accepted reports for a payout report batch.
     pub fn accepted_transfers(&self) -> usize {
         match self {
             EntryResult::Batch { outcomes } => outcomes.iter().filter(|o| **o == TransferOutcome::Accepted).count(),
@@ -328,9 +367,9 @@ pub struct BlockHeader {
     pub window: WindowId,
     /// Number of entries.
     pub entry_count: u32,
-    /// Number of transfers over all batches.
+    /// Number of transfers over all batches (payout reports are not counted).
     pub transfer_count: u32,
-    /// Number of transfers accepted.
+    /// Number of transfers accepted (payout reports are not counted).
     pub accepted_count: u32,
     /// Merkle root of the encoded entries.
     pub entries_root: Digest32,
@@ -412,7 +451,8 @@ impl Block {
     /// Canonical encoding of the whole block, for storage and transport.
     pub fn encode(&self) -> Vec<u8> {
         let transfers: usize = self.entries.iter().map(Entry::transfer_count).sum();
-        let mut w = Writer::with_capacity(512 + transfers * 100);
+        let reports: usize = self.entries.iter().map(Entry::report_count).sum();
+        let mut w = Writer::with_capacity(512 + transfers * 100 + reports * 24);
         w.raw(BLOCK_ENCODING_TAG);
         self.header.encode(&mut w);
         w.len(self.entries.len());

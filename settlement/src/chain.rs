@@ -10,6 +10,7 @@ use crate::hash::Digest32;
 use crate::ids::Height;
 use crate::ledger::{BlockError, LedgerState, SignatureCheck};
 use crate::network::NetworkConfig;
+use crate::payout::PayoutState;
 use crate::store::{LedgerStore, StoreError};
 
 /// Why a chain could not be opened or extended.
@@ -110,6 +111,10 @@ impl<S: LedgerStore> Chain<S> {
         }
         if self.state.applied_transfer_count() as u64 != self.state.transfers_accepted_total() {
             return Err(inconsistent("applied-UETR index does not match the accepted transfer count"));
+        }
+        let reported = self.state.applied_transfers().filter(|(_, record)| record.payout != PayoutState::Open).count();
+        if reported as u64 != self.state.payout_reports_total() {
+            return Err(inconsistent("payout states in the index do not match the accepted report count"));
         }
         if height > Height::GENESIS {
             let previous =
@@ -272,7 +277,7 @@ impl<S: LedgerStore> Chain<S> {
                 return Err(ChainError::BadCertificate(block.height()));
             }
         }
-        self.store.backfill_block(block, certificate)?;
+        self.store.backfill_block(block, &self.state, certificate)?;
         Ok(())
     }
 }

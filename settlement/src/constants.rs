@@ -5,13 +5,14 @@
 /// Positions may grow beyond it (they are sums), but stay far inside `Decimal`'s range.
 pub const AMOUNT_MAJOR_UNITS_MAX: i64 = 1_000_000_000_000;
 
-/// Largest number of transfers in one origin-signed batch.
+/// Largest number of transfers in one origin-signed batch (and of reports in
+/// one destination-signed payout report batch).
 pub const BATCH_TRANSFERS_MAX: usize = 16_384;
 
 /// Largest number of entries (batches, registrations, caps) in one block.
 pub const BLOCK_ENTRIES_MAX: usize = 4_096;
 
-/// Largest number of transfers in one block, over all its batches.
+/// Largest number of transfers plus payout reports in one block, over all its batches.
 pub const BLOCK_TRANSFERS_MAX: usize = 65_536;
 
 /// Largest number of registered participants.
@@ -41,6 +42,8 @@ pub const BLOCK_ENCODED_BYTES_MAX: usize = 64 * 1024 * 1024;
 const _: () = assert!(BATCH_TRANSFERS_MAX <= BLOCK_TRANSFERS_MAX);
 const _: () = assert!(BLOCK_TRANSFERS_MAX <= u32::MAX as usize);
 const _: () = assert!(VALIDATORS_MAX <= PARTICIPANTS_MAX);
+// The applied-transfer index names participants by u32 slot.
+const _: () = assert!(PARTICIPANTS_MAX <= u32::MAX as usize);
 // Amounts in minor units (up to 3 decimals used by any ISO currency we accept,
 // and at most 4 in ISO 4217) must fit a u64 for the canonical encoding.
 const _: () = assert!((AMOUNT_MAJOR_UNITS_MAX as u64).checked_mul(10_000).is_some());

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use iso_currency::Currency;
 use rust_decimal::Decimal;
 
+use crate::applied::{AppliedTransfer, AppliedTransferView};
 use crate::block::{
     entries_root, results_root, Block, BlockHeader, BlockProposal, Entry, EntryResult, RejectReason, TransferOutcome,
     BLOCK_FORMAT_VERSION,
@@ -19,14 +20,17 @@ use crate::constants::{
 };
 use crate::hash::{hash_with_domain, Digest32};
 use crate::ids::{ChainId, Height, ParticipantId, Uetr, WindowId};
-use crate::money::{decimal_to_minor_units, minor_units_to_decimal};
+use crate::money::{decimal_to_minor_units, minor_units_to_decimal, Money};
 use crate::participant::{validate_cap, Participant, ParticipantStatus};
+use crate::payout::{PayoutOutcome, PayoutReport, PayoutReportBatch, PayoutState};
 use crate::transfer::{Transfer, TransferBatch};
 
 /// Domain tag of the state root.
 pub const STATE_ROOT_TAG: &[u8] = b"REMIT_STATE_V1";
-/// Domain tag of a state snapshot.
-pub const STATE_SNAPSHOT_TAG: &[u8] = b"REMIT_STATE_SNAPSHOT_V1";
+/// Domain tag of a state snapshot. V2 keeps participants in registration
+/// order (the slots the applied-transfer index refers to) and adds the count
+/// of accepted payout reports.
+pub const STATE_SNAPSHOT_TAG: &[u8] = b"REMIT_STATE_SNAPSHOT_V2";
 
 /// A proposal that cannot be applied at all. The state is left unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,7 +90,8 @@ pub enum BlockError {
     },
 }
 
-/// How batch signatures are checked while applying.
+/// How batch signatures (of transfer batches and payout report batches) are
+/// checked while applying.
 #[derive(Debug, Clone)]
 pub enum SignatureCheck {
     /// Verify every batch signature inline.
@@ -128,7 +133,8 @@ impl ParticipantState {
     }
 }
 
-/// The ledger's state after some height: registry, positions, applied UETRs.
+/// The ledger's state after some height: registry, positions, and the index
+/// of accepted transfers with their payout states.
 #[derive(Clone, Debug)]
 pub struct LedgerState {
     chain_id: ChainId,
@@ -136,10 +142,13 @@ pub struct LedgerState {
     tip: Option<(Height, Digest32)>,
     last_timestamp_ms: u64,
     window: WindowId,
+    /// In registration order: a participant's position here is its slot.
     participants: Vec<ParticipantState>,
     index: HashMap<ParticipantId, usize>,
-    applied_transfers: HashMap<Uetr, Height>,
+    applied_transfers: HashMap<Uetr, AppliedTransfer>,
     transfers_accepted_total: u64,
+    /// Payout reports accepted since genesis (completions and returns).
+    payout_reports_total: u64,
 }
 
 impl PartialEq for LedgerState {
@@ -147,6 +156,7 @@ impl PartialEq for LedgerState {
         self.state_root() == other.state_root()
             && self.tip == other.tip
             && self.applied_transfers == other.applied_transfers
+            && self.payout_reports_total == other.payout_reports_total
     }
 }
 
@@ -162,6 +172,7 @@ impl LedgerState {
             index: HashMap::new(),
             applied_transfers: HashMap::new(),
             transfers_accepted_total: 0,
+            payout_reports_total: 0,
         }
     }
 
@@ -233,13 +244,36 @@ impl LedgerState {
         sums.into_iter().collect()
     }
 
-    /// The height at which `uetr` was applied, if it was.
-    pub fn transfer_height(&self, uetr: &Uetr) -> Option<Height> {
-        self.applied_transfers.get(uetr).copied()
+    /// Number of payout reports accepted since genesis.
+    pub fn payout_reports_total(&self) -> u64 {
+        self.payout_reports_total
     }
 
-    /// Every applied UETR with its height, in no particular order.
-    pub fn applied_transfers(&self) -> impl Iterator<Item = (&Uetr, &Height)> {
+    /// The height at which `uetr` was applied, if it was.
+    pub fn transfer_height(&self, uetr: &Uetr) -> Option<Height> {
+        self.applied_transfers.get(uetr).map(|record| record.height)
+    }
+
+    /// The accepted transfer `uetr`, with its parties, amount and payout state.
+    pub fn applied_transfer(&self, uetr: &Uetr) -> Option<AppliedTransferView> {
+        let record = self.applied_transfers.get(uetr)?;
+        Some(AppliedTransferView {
+            height: record.height,
+            origin: self.participants[record.origin_slot as usize].participant.id.clone(),
+            destination: self.participants[record.destination_slot as usize].participant.id.clone(),
+            amount: Money::from_minor_units(record.amount_minor_units, record.currency, "amount")
+                .expect("an accepted transfer's amount was a valid Money"),
+            payout: record.payout,
+        })
+    }
+
+    /// Where the payout of the accepted transfer `uetr` stands.
+    pub fn payout_state(&self, uetr: &Uetr) -> Option<PayoutState> {
+        self.applied_transfers.get(uetr).map(|record| record.payout)
+    }
+
+    /// Every accepted transfer's record, in no particular order.
+    pub fn applied_transfers(&self) -> impl ExactSizeIterator<Item = (&Uetr, &AppliedTransfer)> {
         self.applied_transfers.iter()
     }
 
@@ -248,22 +282,39 @@ impl LedgerState {
         self.applied_transfers.len()
     }
 
-    /// Verifies every batch signature of `entries` against the registry as it
-    /// is now. Registrations in the same block are not yet visible, so a batch
-    /// from a participant registered in the same block is judged by
-    /// [`SignatureCheck::Verify`] only.
-    pub fn check_signatures(&self, entries: &[Entry]) -> Vec<bool> {
-        entries
-            .iter()
-            .map(|entry| match entry {
-                Entry::TransferBatch { batch } => self.batch_signature_valid(batch),
-                _ => true,
-            })
-            .collect()
+    /// The record of `transfer` if it was accepted at `height` exactly as
+    /// given (same parties, currency and amount); for the store, which writes
+    /// a block's records from the state and checks they agree with the block.
+    pub(crate) fn applied_record_of(&self, transfer: &Transfer, height: Height) -> Option<&AppliedTransfer> {
+        let record = self.applied_transfers.get(&transfer.uetr)?;
+        let matches = record.height == height
+            && self.participants[record.origin_slot as usize].participant.id == transfer.origin
+            && self.participants[record.destination_slot as usize].participant.id == transfer.destination
+            && record.currency == transfer.amount.currency()
+            && record.amount_minor_units == transfer.amount.minor_units();
+        matches.then_some(record)
     }
 
-    fn batch_signature_valid(&self, batch: &TransferBatch) -> bool {
-        self.participant(&batch.origin).is_some_and(|origin| batch.verify_signature(&self.chain_id, &origin.origin_key))
+    /// Verifies every batch signature (transfer batches and payout report
+    /// batches) of `entries` against the registry as it is now. Registrations
+    /// in the same block are not yet visible, so a batch from a participant
+    /// registered in the same block is judged by [`SignatureCheck::Verify`] only.
+    pub fn check_signatures(&self, entries: &[Entry]) -> Vec<bool> {
+        entries.iter().map(|entry| self.signature_valid(entry)).collect()
+    }
+
+    /// Whether the entry's signature, if it has one, verifies against the
+    /// signer's registered key.
+    fn signature_valid(&self, entry: &Entry) -> bool {
+        match entry {
+            Entry::TransferBatch { batch } => self
+                .participant(&batch.origin)
+                .is_some_and(|origin| batch.verify_signature(&self.chain_id, &origin.origin_key)),
+            Entry::PayoutReports { batch } => self
+                .participant(&batch.reporter)
+                .is_some_and(|reporter| batch.verify_signature(&self.chain_id, &reporter.origin_key)),
+            _ => true,
+        }
     }
 
     /// Applies a proposal: checks its structure, applies every entry in order,
@@ -279,14 +330,14 @@ impl LedgerState {
         for (i, entry) in entries.iter().enumerate() {
             let signature_valid = match &signatures {
                 SignatureCheck::Prechecked(flags) => flags[i],
-                SignatureCheck::Verify => match entry {
-                    Entry::TransferBatch { batch } => self.batch_signature_valid(batch),
-                    _ => true,
-                },
+                SignatureCheck::Verify => self.signature_valid(entry),
             };
             let result = self.apply_entry(entry, height, timestamp_ms, signature_valid);
-            transfer_count += entry.transfer_count();
-            accepted_count += result.accepted_transfers();
+            // The header counts transfers only; accepted reports are in the results.
+            if let Entry::TransferBatch { .. } = entry {
+                transfer_count += entry.transfer_count();
+                accepted_count += result.accepted_transfers();
+            }
             results.push(result);
         }
         self.assert_conserved(height);
@@ -328,17 +379,26 @@ impl LedgerState {
         if proposal.entries.len() > BLOCK_ENTRIES_MAX {
             return Err(BlockError::TooLarge { what: "entries", got: proposal.entries.len(), max: BLOCK_ENTRIES_MAX });
         }
+        // A payout report costs about what a transfer does (one index lookup,
+        // at most two position updates), so reports count against the same limits.
         let mut transfers = 0usize;
         for (index, entry) in proposal.entries.iter().enumerate() {
             check_encodable(index, entry)?;
-            let count = entry.transfer_count();
+            let (count, what) = match entry {
+                Entry::PayoutReports { batch } => (batch.reports.len(), "batch reports"),
+                _ => (entry.transfer_count(), "batch transfers"),
+            };
             if count > BATCH_TRANSFERS_MAX {
-                return Err(BlockError::TooLarge { what: "batch transfers", got: count, max: BATCH_TRANSFERS_MAX });
+                return Err(BlockError::TooLarge { what, got: count, max: BATCH_TRANSFERS_MAX });
             }
             transfers += count;
         }
         if transfers > BLOCK_TRANSFERS_MAX {
-            return Err(BlockError::TooLarge { what: "block transfers", got: transfers, max: BLOCK_TRANSFERS_MAX });
+            return Err(BlockError::TooLarge {
+                what: "block transfers and reports",
+                got: transfers,
+                max: BLOCK_TRANSFERS_MAX,
+            });
         }
         if let SignatureCheck::Prechecked(flags) = signatures {
             if flags.len() != proposal.entries.len() {
@@ -354,6 +414,7 @@ impl LedgerState {
             Entry::SetNetDebitCap { participant, currency, cap } => self.set_cap(participant, *currency, *cap),
             Entry::SetParticipantStatus { participant, status } => self.set_status(participant, *status),
             Entry::TransferBatch { batch } => return self.apply_batch(batch, height, timestamp_ms, signature_valid),
+            Entry::PayoutReports { batch } => return self.apply_reports(batch, signature_valid),
         };
         match outcome {
             Ok(()) => EntryResult::Applied,
@@ -469,12 +530,82 @@ impl LedgerState {
         if origin_position < -origin_state.participant.net_debit_cap(currency) {
             return Err(RejectReason::NetDebitCapExceeded);
         }
-        self.applied_transfers.insert(transfer.uetr, height);
+        self.applied_transfers.insert(
+            transfer.uetr,
+            AppliedTransfer {
+                height,
+                origin_slot: u32::try_from(origin).expect("slots are bounded by PARTICIPANTS_MAX"),
+                destination_slot: u32::try_from(destination).expect("slots are bounded by PARTICIPANTS_MAX"),
+                currency,
+                amount_minor_units: transfer.amount.minor_units(),
+                payout: PayoutState::Open,
+            },
+        );
         self.transfers_accepted_total += 1;
         self.participants[origin].positions[origin_slot] = origin_position;
         let credit = &mut self.participants[destination].positions[destination_slot];
         *credit = credit.checked_add(amount).expect("positions stay far inside Decimal's range");
         Ok(())
+    }
+
+    fn apply_reports(&mut self, batch: &PayoutReportBatch, signature_valid: bool) -> EntryResult {
+        let Some(&reporter) = self.index.get(&batch.reporter) else {
+            return EntryResult::Rejected { reason: RejectReason::UnknownReporter };
+        };
+        if !signature_valid {
+            return EntryResult::Rejected { reason: RejectReason::BadSignature };
+        }
+        if batch.reports.is_empty() {
+            return EntryResult::Rejected { reason: RejectReason::EmptyBatch };
+        }
+        // The reporter's status is not checked: a suspended destination must
+        // still be able to close out, or send back, payments it already received.
+        let outcomes = batch
+            .reports
+            .iter()
+            .map(|report| match self.apply_report(reporter, report) {
+                Ok(()) => TransferOutcome::Accepted,
+                Err(reason) => TransferOutcome::Rejected(reason),
+            })
+            .collect();
+        EntryResult::Batch { outcomes }
+    }
+
+    /// Checks one payout report and applies it. Every check comes before the
+    /// first write. A return cannot be refused for the origin's cap: it only
+    /// undoes an obligation that was accepted.
+    fn apply_report(&mut self, reporter: usize, report: &PayoutReport) -> Result<(), RejectReason> {
+        let record = self.applied_transfers.get_mut(&report.uetr).ok_or(RejectReason::UnknownTransfer)?;
+        if record.destination_slot as usize != reporter {
+            return Err(RejectReason::NotDestination);
+        }
+        if record.payout != PayoutState::Open {
+            return Err(RejectReason::AlreadyReported);
+        }
+        record.payout = report.outcome.state();
+        let record = *record;
+        self.payout_reports_total += 1;
+        if let PayoutOutcome::Returned { .. } = report.outcome {
+            self.reverse(&record);
+        }
+        Ok(())
+    }
+
+    /// Moves a transfer's amount back: the destination's position goes down
+    /// and the origin's up, in the transfer's currency.
+    fn reverse(&mut self, record: &AppliedTransfer) {
+        let amount = minor_units_to_decimal(i128::from(record.amount_minor_units), record.currency)
+            .expect("an accepted amount fits a Decimal");
+        let mut shift = |slot: u32, delta: Decimal| {
+            let state = &mut self.participants[slot as usize];
+            let currency_slot = state
+                .currency_slot(record.currency)
+                .expect("both parties of an accepted transfer settle in its currency");
+            let position = &mut state.positions[currency_slot];
+            *position = position.checked_add(delta).expect("positions stay far inside Decimal's range");
+        };
+        shift(record.destination_slot, -amount);
+        shift(record.origin_slot, amount);
     }
 
     /// Value is conserved: in every currency the positions sum to zero. A
@@ -500,40 +631,44 @@ impl LedgerState {
     }
 
     fn encode_body(&self, w: &mut Writer) {
+        self.encode_counters(w);
+        let mut sorted: Vec<&ParticipantState> = self.participants.iter().collect();
+        sorted.sort_by(|a, b| a.participant.id.cmp(&b.participant.id));
+        encode_participants(w, &sorted);
+    }
+
+    fn encode_counters(&self, w: &mut Writer) {
         w.str(self.chain_id.as_str());
         w.option(self.tip.as_ref(), |w, (height, _)| w.u64(height.0));
         w.u64(self.window.0);
         w.u64(self.transfers_accepted_total);
-        let mut sorted: Vec<&ParticipantState> = self.participants.iter().collect();
-        sorted.sort_by(|a, b| a.participant.id.cmp(&b.participant.id));
-        w.len(sorted.len());
-        for state in sorted {
-            state.participant.encode(w);
-            for (currency, position) in state.participant.settlement_currencies.iter().zip(&state.positions) {
-                w.i128(decimal_to_minor_units(*position, *currency).expect("positions are sums of exact amounts"));
-            }
-        }
     }
 
-    /// Snapshot of everything but the applied-UETR index (which the store
-    /// keeps per block and rebuilds on open).
+    /// Snapshot of everything but the applied-transfer index (which the store
+    /// keeps per block and rebuilds on open). Unlike the state root, it lists
+    /// participants in registration order, so that slots survive a restore.
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(256 * self.participants.len() + 128);
         w.raw(STATE_SNAPSHOT_TAG);
-        self.encode_body(&mut w);
+        self.encode_counters(&mut w);
+        w.u64(self.payout_reports_total);
+        encode_participants(&mut w, &self.participants.iter().collect::<Vec<_>>());
         w.digest(&self.tip_hash());
         w.u64(self.last_timestamp_ms);
         w.into_bytes()
     }
 
-    /// Restores a snapshot; `applied` lists every applied UETR with its height.
-    pub fn decode_snapshot(bytes: &[u8], applied: HashMap<Uetr, Height>) -> Result<Self, DecodeError> {
+    /// Restores a snapshot; `applied` holds every accepted transfer's record
+    /// with its payout state. Records that name a slot not registered, or a
+    /// currency one of their parties does not settle in, are refused.
+    pub fn decode_snapshot(bytes: &[u8], applied: HashMap<Uetr, AppliedTransfer>) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes, "state snapshot");
         r.tag(STATE_SNAPSHOT_TAG)?;
         let chain_id = ChainId::new(r.str(CHAIN_ID_LEN_MAX)?).map_err(|e| r.error(e))?;
         let height = r.option(|r| r.u64())?.map(Height);
         let window = WindowId(r.u64()?);
         let transfers_accepted_total = r.u64()?;
+        let payout_reports_total = r.u64()?;
         let count = r.len(PARTICIPANTS_MAX)?;
         let mut participants = Vec::with_capacity(count);
         let mut index = HashMap::with_capacity(count);
@@ -551,6 +686,7 @@ impl LedgerState {
         let tip_hash = r.digest()?;
         let last_timestamp_ms = r.u64()?;
         r.finish()?;
+        check_applied(&applied, &participants, height)?;
         Ok(Self {
             chain_id,
             tip: height.map(|h| (h, tip_hash)),
@@ -560,6 +696,48 @@ impl LedgerState {
             index,
             applied_transfers: applied,
             transfers_accepted_total,
+            payout_reports_total,
         })
     }
+}
+
+/// Participants with their positions, in the given order.
+fn encode_participants(w: &mut Writer, participants: &[&ParticipantState]) {
+    w.len(participants.len());
+    for state in participants {
+        state.participant.encode(w);
+        for (currency, position) in state.participant.settlement_currencies.iter().zip(&state.positions) {
+            w.i128(decimal_to_minor_units(*position, *currency).expect("positions are sums of exact amounts"));
+        }
+    }
+}
+
+/// Checks that every restored record could have been accepted by the
+/// restored registry, so that applying a report to it cannot fail an
+/// invariant: both slots registered and settling in its currency, a valid
+/// amount, and a height not above the tip.
+fn check_applied(
+    applied: &HashMap<Uetr, AppliedTransfer>,
+    participants: &[ParticipantState],
+    tip: Option<Height>,
+) -> Result<(), DecodeError> {
+    let settles = |slot: u32, currency| {
+        participants.get(slot as usize).is_some_and(|state| state.currency_slot(currency).is_some())
+    };
+    for (uetr, record) in applied {
+        let bad = |reason: &str| Err(DecodeError::new("applied-transfer index", format!("uetr {uetr}: {reason}")));
+        if !settles(record.origin_slot, record.currency) || !settles(record.destination_slot, record.currency) {
+            return bad("a party is not registered or does not settle in the currency");
+        }
+        if record.origin_slot == record.destination_slot {
+            return bad("origin and destination are the same participant");
+        }
+        if Money::from_minor_units(record.amount_minor_units, record.currency, "amount").is_err() {
+            return bad("the amount is not a valid amount");
+        }
+        if tip.is_none_or(|tip| record.height > tip) {
+            return bad("applied above the tip");
+        }
+    }
+    Ok(())
 }

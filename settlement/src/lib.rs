@@ -5,6 +5,7 @@
 //! Invariant: the state machine ([`ledger`]) does no IO, reads no clock and
 //! uses no randomness; storage ([`store`]) and time are at the edges.
 
+pub mod applied;
 pub mod audit;
 pub mod block;
 pub mod certify;
@@ -17,14 +18,19 @@ pub mod ledger;
 pub mod money;
 pub mod network;
 pub mod participant;
+pub mod payout;
 pub mod replica;
 pub mod store;
 pub mod transfer;
 
+pub use applied::{AppliedTransfer, AppliedTransferView};
 pub use block::{Block, BlockHeader, BlockProposal, Entry, EntryResult, RejectReason, TransferOutcome};
 pub use hash::Digest32;
 pub use ids::{ChainId, CountryCode, Height, ParticipantId, Uetr, WindowId};
 pub use ledger::{BlockError, LedgerState, SignatureCheck};
 pub use money::{Money, MoneyError};
 pub use participant::{OriginKey, Participant, ParticipantStatus};
-pub use transfer::{Transfer, TransferBatch};
+pub use payout::{
+    PayoutOutcome, PayoutReport, PayoutReportBatch, PayoutState, ReturnReason, PAYOUT_REPORTS_SIGNATURE_TAG,
+};
+pub use transfer::{BatchSignature, Transfer, TransferBatch};

@@ -1,21 +1,28 @@
 //! Durable ledger storage behind the [`LedgerStore`] trait, with a sled
-//! implementation. A block, its accepted UETRs, the state snapshot after it
-//! and the applied height are written in one batch and flushed before the
-//! call returns: nothing is reported applied before it is durable.
+//! implementation. A block, its accepted transfers, the payout states it
+//! changed, the state snapshot after it and the applied height are written in
+//! one batch and flushed before the call returns: nothing is reported applied
+//! before it is durable.
 //!
 //! Key layout (one sled tree; see `docs/database.md`):
 //! `meta/network`, `block/<height u64 BE>`, `cert/<height>`, `uetr/<height>`,
-//! `state/snapshot`, `state/height`.
+//! `payout/<height>`, `state/snapshot`, `state/height`.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::applied::{
+    decode_block_payouts, decode_block_transfers, decode_index, encode_block_payouts, encode_block_transfers,
+    encode_index, AppliedTransfer,
+};
 use crate::block::{Block, TransferOutcome};
 use crate::block::{Entry, EntryResult};
 use crate::certify::Certificate;
 use crate::codec::DecodeError;
 use crate::ids::{Height, Uetr};
 use crate::ledger::LedgerState;
+use crate::payout::PayoutState;
 
 const KEY_NETWORK: &[u8] = b"meta/network";
 const KEY_SNAPSHOT: &[u8] = b"state/snapshot";
@@ -23,6 +30,7 @@ const KEY_HEIGHT: &[u8] = b"state/height";
 const PREFIX_BLOCK: &[u8] = b"block/";
 const PREFIX_CERT: &[u8] = b"cert/";
 const PREFIX_UETR: &[u8] = b"uetr/";
+const PREFIX_PAYOUT: &[u8] = b"payout/";
 const PREFIX_META: &[u8] = b"meta/x/";
 const KEY_UETR_SNAPSHOT: &[u8] = b"state/uetr_snapshot";
 const KEY_GAP: &[u8] = b"state/history_gap";
@@ -85,8 +93,15 @@ pub trait LedgerStore: Send + Sync {
     /// a snapshot install, if any.
     fn history_gap(&self) -> Result<Option<(Height, Height)>, StoreError>;
     /// Durably stores a block inside the history gap; it must be the gap's
-    /// highest height and link to the stored block above it.
-    fn backfill_block(&self, block: &Block, certificate: Option<&Certificate>) -> Result<(), StoreError>;
+    /// highest height and link to the stored block above it. `state` is the
+    /// current state, whose index (from the snapshot) holds the records of the
+    /// block's accepted transfers.
+    fn backfill_block(
+        &self,
+        block: &Block,
+        state: &LedgerState,
+        certificate: Option<&Certificate>,
+    ) -> Result<(), StoreError>;
     /// Durably stores the certificate of a stored block.
     fn put_certificate(&self, height: Height, certificate: &Certificate) -> Result<(), StoreError>;
     /// The highest applied height.
@@ -155,18 +170,51 @@ fn gap_value(start: u64, end: u64) -> Vec<u8> {
     gap
 }
 
-fn accepted_uetrs(block: &Block) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(block.header.accepted_count as usize * 16);
+/// Adds the block's index values to `batch`: `uetr/<height>` with the record
+/// of every transfer it accepted (taken from `state`, and checked against the
+/// block), and `payout/<height>` with the payout states its accepted reports
+/// set, when there are any.
+fn insert_block_index(batch: &mut sled::Batch, block: &Block, state: &LedgerState) -> Result<(), StoreError> {
+    let height = block.height();
+    let mut records: Vec<(&Uetr, &AppliedTransfer)> = Vec::with_capacity(block.header.accepted_count as usize);
+    let mut payouts: Vec<(Uetr, PayoutState)> = Vec::new();
     for (entry, result) in block.entries.iter().zip(&block.results) {
-        if let (Entry::TransferBatch { batch }, EntryResult::Batch { outcomes }) = (entry, result) {
-            for (transfer, outcome) in batch.transfers.iter().zip(outcomes) {
-                if *outcome == TransferOutcome::Accepted {
-                    bytes.extend_from_slice(transfer.uetr.as_bytes());
+        let EntryResult::Batch { outcomes } = result else { continue };
+        match entry {
+            Entry::TransferBatch { batch } => {
+                for (transfer, _) in
+                    batch.transfers.iter().zip(outcomes).filter(|(_, o)| **o == TransferOutcome::Accepted)
+                {
+                    let record = state.applied_record_of(transfer, height).ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "uetr {} accepted at height {height} is not indexed as the block says",
+                            transfer.uetr
+                        ))
+                    })?;
+                    records.push((&transfer.uetr, record));
                 }
             }
+            Entry::PayoutReports { batch } => {
+                for (report, _) in batch.reports.iter().zip(outcomes).filter(|(_, o)| **o == TransferOutcome::Accepted)
+                {
+                    payouts.push((report.uetr, report.outcome.state()));
+                }
+            }
+            _ => {}
         }
     }
-    bytes
+    if records.len() != block.header.accepted_count as usize {
+        return Err(StoreError::Corrupt(format!(
+            "block {height} accepts {} transfers but its header says {}",
+            records.len(),
+            block.header.accepted_count
+        )));
+    }
+    batch.insert(height_key(PREFIX_UETR, height), encode_block_transfers(records.into_iter()));
+    if !payouts.is_empty() {
+        batch.insert(height_key(PREFIX_PAYOUT, height), encode_block_payouts(&payouts));
+    }
+    Ok(())
 }
 
 impl SledLedgerStore {
@@ -194,38 +242,45 @@ impl SledLedgerStore {
         Ok(Height(u64::from_be_bytes(array)))
     }
 
-    fn applied_uetrs(&self) -> Result<HashMap<Uetr, Height>, StoreError> {
-        let mut applied = HashMap::new();
+    /// Rebuilds the applied-transfer index: the snapshot index left by a
+    /// Raft snapshot install (if any), then every block's accepted transfers
+    /// (`uetr/`), then every block's payout changes (`payout/`), each in
+    /// height order.
+    fn applied_index(&self) -> Result<HashMap<Uetr, AppliedTransfer>, StoreError> {
         // After a snapshot install the index below the snapshot comes from
         // the snapshot; backfilled blocks then repeat some of it, at the same
-        // heights, which is consistent.
-        if let Some(bytes) = self.db.get(KEY_UETR_SNAPSHOT)? {
-            if bytes.len() % 24 != 0 {
-                return Err(StoreError::Corrupt("snapshot uetr index is not a multiple of 24 bytes".into()));
-            }
-            for chunk in bytes.chunks_exact(24) {
-                let uetr: [u8; 16] = chunk[..16].try_into().expect("24-byte chunk");
-                let uetr = Uetr::from_bytes(uetr).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                applied.insert(uetr, Self::height_value(&chunk[16..])?);
-            }
-        }
-        let from_snapshot = applied.len();
+        // heights and with the same payout states, which is consistent.
+        let (mut applied, from_snapshot) = match self.db.get(KEY_UETR_SNAPSHOT)? {
+            Some(bytes) => (decode_index(&bytes)?, true),
+            None => (HashMap::new(), false),
+        };
         for item in self.db.scan_prefix(PREFIX_UETR) {
             let (key, value) = item?;
             let height = Self::height_value(&key[PREFIX_UETR.len()..])?;
-            if value.len() % 16 != 0 {
-                return Err(StoreError::Corrupt(format!(
-                    "uetr index at height {height} is not a multiple of 16 bytes"
-                )));
-            }
-            for chunk in value.chunks_exact(16) {
-                let bytes: [u8; 16] = chunk.try_into().expect("chunks_exact yields 16 bytes");
-                let uetr = Uetr::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                match applied.insert(uetr, height) {
-                    Some(previous) if from_snapshot == 0 || previous != height => {
-                        return Err(StoreError::Corrupt(format!("uetr {uetr} indexed twice")));
+            for (uetr, record) in decode_block_transfers(&value, height)? {
+                match applied.entry(uetr) {
+                    MapEntry::Vacant(vacant) => {
+                        vacant.insert(record);
                     }
-                    _ => {}
+                    MapEntry::Occupied(known) if from_snapshot && known.get().same_transfer(&record) => {}
+                    MapEntry::Occupied(_) => return Err(StoreError::Corrupt(format!("uetr {uetr} indexed twice"))),
+                }
+            }
+        }
+        for item in self.db.scan_prefix(PREFIX_PAYOUT) {
+            let (key, value) = item?;
+            let height = Self::height_value(&key[PREFIX_PAYOUT.len()..])?;
+            for (uetr, state) in decode_block_payouts(&value)? {
+                let corrupt =
+                    |reason: &str| StoreError::Corrupt(format!("payout of uetr {uetr} at height {height}: {reason}"));
+                let record = applied.get_mut(&uetr).ok_or_else(|| corrupt("the transfer is not indexed"))?;
+                if record.height > height {
+                    return Err(corrupt("reported below the transfer's height"));
+                }
+                match record.payout {
+                    PayoutState::Open => record.payout = state,
+                    known if from_snapshot && known == state => {}
+                    _ => return Err(corrupt("reported twice")),
                 }
             }
         }
@@ -264,7 +319,7 @@ impl LedgerStore for SledLedgerStore {
         assert_eq!(state.tip().map(|(h, _)| h), Some(height), "the state passed must be the one after the block");
         let mut batch = sled::Batch::default();
         insert_block(&mut batch, block, certificate);
-        batch.insert(height_key(PREFIX_UETR, height), accepted_uetrs(block));
+        insert_block_index(&mut batch, block, state)?;
         insert_state(&mut batch, state, height);
         insert_meta(&mut batch, meta);
         self.commit(batch)
@@ -291,12 +346,7 @@ impl LedgerStore for SledLedgerStore {
         let previous = self.applied_height()?;
         let mut batch = sled::Batch::default();
         insert_block(&mut batch, tip, certificate);
-        let mut index = Vec::with_capacity(state.applied_transfer_count() * 24);
-        for (uetr, at) in state.applied_transfers() {
-            index.extend_from_slice(uetr.as_bytes());
-            index.extend_from_slice(&at.0.to_be_bytes());
-        }
-        batch.insert(KEY_UETR_SNAPSHOT, index);
+        batch.insert(KEY_UETR_SNAPSHOT, encode_index(state.applied_transfers()));
         insert_state(&mut batch, state, height);
         // A gap left by an earlier install and not yet backfilled extends the
         // new one: backfill rewrites any block it already holds identically.
@@ -321,7 +371,12 @@ impl LedgerStore for SledLedgerStore {
         }
     }
 
-    fn backfill_block(&self, block: &Block, certificate: Option<&Certificate>) -> Result<(), StoreError> {
+    fn backfill_block(
+        &self,
+        block: &Block,
+        state: &LedgerState,
+        certificate: Option<&Certificate>,
+    ) -> Result<(), StoreError> {
         let Some((start, end)) = self.history_gap()? else {
             return Err(StoreError::Corrupt("backfill without a history gap".into()));
         };
@@ -336,7 +391,7 @@ impl LedgerStore for SledLedgerStore {
         }
         let mut batch = sled::Batch::default();
         insert_block(&mut batch, block, certificate);
-        batch.insert(height_key(PREFIX_UETR, height), accepted_uetrs(block));
+        insert_block_index(&mut batch, block, state)?;
         if height == start {
             batch.remove(KEY_GAP);
         } else {
@@ -375,7 +430,7 @@ impl LedgerStore for SledLedgerStore {
         let Some(snapshot) = self.db.get(KEY_SNAPSHOT)? else {
             return Ok(None);
         };
-        let state = LedgerState::decode_snapshot(&snapshot, self.applied_uetrs()?)?;
+        let state = LedgerState::decode_snapshot(&snapshot, self.applied_index()?)?;
         Ok(Some(state))
     }
 }

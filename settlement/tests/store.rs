@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::*;
 use iso_currency::Currency;
+use remit_settlement::applied::encode_block_transfers;
 use remit_settlement::audit::{export_chain, read_export, stored_blocks, verify_chain};
 use remit_settlement::block::TransferOutcome;
 use remit_settlement::certify::Certificate;
@@ -320,15 +321,25 @@ fn tampered_tip_block_is_detected() {
 
 #[test]
 fn tampered_uetr_index_is_detected() {
+    // A well-formed value that lost block 1's transfer.
     let result = reopen_tampered(|db, _| {
-        put(db, &height_key("uetr/", 1), Vec::new());
+        put(db, &height_key("uetr/", 1), encode_block_transfers(std::iter::empty()));
     });
     expect_inconsistent(result, 3, "applied-UETR index does not match the accepted transfer count");
+    // The same transfer indexed again at another height.
+    let result = reopen_tampered(|db, _| {
+        put(db, &height_key("uetr/", 2), get(db, &height_key("uetr/", 1)));
+    });
+    assert!(
+        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason.ends_with("indexed twice")),
+        "{result:?}"
+    );
+    // Bytes that are not an index value at all.
     let result = reopen_tampered(|db, _| {
         put(db, &height_key("uetr/", 2), vec![0xab; 15]);
     });
     assert!(
-        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason == "uetr index at height 2 is not a multiple of 16 bytes"),
+        matches!(&result, Err(ChainError::Store(StoreError::Decode(e))) if e.what == "block's applied transfers"),
         "{result:?}"
     );
 }

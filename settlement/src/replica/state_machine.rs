@@ -20,7 +20,6 @@ use super::{Proposal, ProposalResponse, TypeConfig};
 use crate::block::{Block, BlockHeader};
 use crate::certify::Certificate;
 use crate::chain::Chain;
-use crate::ids::Height;
 use crate::ledger::SignatureCheck;
 use crate::store::{LedgerStore, SledLedgerStore};
 
@@ -66,8 +65,9 @@ struct SnapshotPayload {
     tip_block: Vec<u8>,
     tip_certificate: Option<Vec<u8>>,
     state: Vec<u8>,
-    /// Every applied UETR with its height: the duplicate index.
-    uetrs: Vec<([u8; 16], u64)>,
+    /// The applied-transfer index (`applied::encode_index`): every accepted
+    /// transfer with its height, parties, amount and payout state.
+    uetrs: Vec<u8>,
 }
 
 fn io_read(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -161,7 +161,7 @@ impl LedgerStateMachine {
             tip_block,
             tip_certificate,
             state: state.encode_snapshot(),
-            uetrs: state.applied_transfers().map(|(u, h)| (*u.as_bytes(), h.0)).collect(),
+            uetrs: crate::applied::encode_index(state.applied_transfers()),
         };
         let bytes = bincode::serialize(&payload).map_err(io_read)?;
         let meta = SnapshotMeta {
@@ -221,12 +221,7 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         let payload: SnapshotPayload = bincode::deserialize(&bytes).map_err(io_write)?;
         let tip = Block::decode(&payload.tip_block).map_err(io_write)?;
         let certificate = payload.tip_certificate.as_deref().and_then(Certificate::from_bytes);
-        let uetrs = payload
-            .uetrs
-            .iter()
-            .map(|(u, h)| crate::ids::Uetr::from_bytes(*u).map(|u| (u, Height(*h))))
-            .collect::<Result<_, _>>()
-            .map_err(io_write)?;
+        let uetrs = crate::applied::decode_index(&payload.uetrs).map_err(io_write)?;
         let state = crate::ledger::LedgerState::decode_snapshot(&payload.state, uetrs).map_err(io_write)?;
         let applied = bincode::serialize(&payload.applied).map_err(io_write)?;
         let membership = bincode::serialize(&payload.membership).map_err(io_write)?;
