@@ -12,9 +12,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", file.display());
     }
     let descriptors = protox::compile(&files, [&root])?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(descriptors)?;
+    let mut config = tonic_prost_build::configure().build_server(true).build_client(true);
+    // The wallet API's messages double as the REST/JSON bodies.
+    for message in WALLET_MESSAGES {
+        config = config.type_attribute(
+            format!(".remit.v1.{message}"),
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        );
+    }
+    config.compile_fds(descriptors)?;
     Ok(())
 }
+
+/// Messages of `remittances.proto`, which get serde derives.
+const WALLET_MESSAGES: &[&str] = &[
+    "Amount",
+    "CreateQuoteRequest",
+    "Fees",
+    "Quote",
+    "NaturalPersonName",
+    "LegalPerson",
+    "Account",
+    "Address",
+    "Party",
+    "CreateRemittanceRequest",
+    "StatusChange",
+    "Remittance",
+    "GetRemittanceRequest",
+    "ListRemittancesRequest",
+    "ListRemittancesResponse",
+    "WatchRemittanceRequest",
+    "CancelRemittanceRequest",
+    "SubmitRemittancesResponse",
+    "SubmitResult",
+    "SubmitRemittancesRequest",
+    "WebhookDelivery",
+    "ListWebhookDeliveriesRequest",
+    "ListWebhookDeliveriesResponse",
+];
 
 fn collect_protos(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {

@@ -194,6 +194,44 @@ fn default_log_level() -> String {
     "info,openraft=warn".into()
 }
 
+/// `[api]`: the wallet API (gRPC and REST on one port).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Own listen address, e.g. `0.0.0.0:9100`; absent: served on the
+    /// `[http]` listener beside health and metrics.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// `[[api.clients]]`: wallet clients and their hashed keys.
+    #[serde(default)]
+    pub clients: Vec<crate::api::auth::ApiClientConfig>,
+}
+
+/// `[remittance]`: corridors, rates and quotes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemittanceSection {
+    /// TOML file of `[[corridor]]` tables; none: no corridors (pay out only).
+    #[serde(default)]
+    pub corridors_file: Option<PathBuf>,
+    /// FX rates file (TOML or JSON), re-read when it changes.
+    #[serde(default)]
+    pub rates_file: Option<PathBuf>,
+    /// How long a quote stays firm (at most 600000).
+    #[serde(default = "default_quote_ttl_ms")]
+    pub quote_ttl_ms: u64,
+}
+
+impl Default for RemittanceSection {
+    fn default() -> Self {
+        Self { corridors_file: None, rates_file: None, quote_ttl_ms: default_quote_ttl_ms() }
+    }
+}
+
+fn default_quote_ttl_ms() -> u64 {
+    300_000
+}
+
 /// `[testing]`: fault injection for tests; never set in production.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -230,6 +268,15 @@ pub struct NodeConfig {
     /// `[testing]`.
     #[serde(default)]
     pub testing: TestingSection,
+    /// `[api]`; absent: no wallet API on this node.
+    #[serde(default)]
+    pub api: Option<ApiSection>,
+    /// `[remittance]`.
+    #[serde(default)]
+    pub remittance: RemittanceSection,
+    /// `[payout]`: how this gateway pays beneficiaries.
+    #[serde(default)]
+    pub payout: crate::payout::PayoutSection,
 }
 
 impl NodeConfig {
@@ -283,6 +330,20 @@ impl NodeConfig {
         }
         if self.raft.snapshot_every_blocks < 2 {
             return Err(key_error("raft.snapshot_every_blocks", "must be at least 2"));
+        }
+        if self.remittance.quote_ttl_ms == 0
+            || self.remittance.quote_ttl_ms > crate::remittance::QUOTE_TTL_MS_MAX
+        {
+            return Err(key_error(
+                "remittance.quote_ttl_ms",
+                format!("must be 1 to {}", crate::remittance::QUOTE_TTL_MS_MAX),
+            ));
+        }
+        if let Some(api) = &self.api {
+            crate::api::auth::Authenticator::new(&api.clients).map_err(|message| {
+                let (key, reason) = message.split_once(": ").unwrap_or(("api.clients", &message));
+                key_error(key, reason)
+            })?;
         }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(key_error("log.format", "must be \"json\" or \"text\""));

@@ -15,10 +15,12 @@ use remit_settlement::network::{
     generate_network, write_network, NetworkConfig, IDENTITY_KEY_FILE, KEY_SHARE_FILE, NETWORK_FILE,
 };
 
+use crate::api::auth::{generate_key, hash_key, ApiClientConfig};
 use crate::config::{
-    BlockSection, HttpSection, LogSection, NodeConfig, NodeSection, PeerEntry, PeerSection, RaftSection,
-    TestingSection, TlsSection,
+    ApiSection, BlockSection, HttpSection, LogSection, NodeConfig, NodeSection, PeerEntry, PeerSection, RaftSection,
+    RemittanceSection, TestingSection, TlsSection,
 };
+use crate::payout::PayoutSection;
 use crate::tls::{generate_tls, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 
 /// File name of the devnet description.
@@ -80,6 +82,10 @@ pub struct DevnetFile {
     pub tls: bool,
     /// The nodes.
     pub nodes: Vec<DevnetNode>,
+    /// Participant -> API key of its wallet client (the wallet API is
+    /// served at each node's `api_url`).
+    #[serde(default)]
+    pub api_keys: std::collections::BTreeMap<String, String>,
 }
 
 impl DevnetFile {
@@ -113,9 +119,96 @@ pub struct DevnetOptions {
     pub log_format: String,
 }
 
+/// File (in `keys/<participant>/`) holding the devnet wallet client's API key.
+pub const API_KEY_FILE: &str = "wallet_api_key";
+/// An account the devnet's simulated banks treat as closed (payouts to it
+/// are returned with AC04), for trying the return path.
+pub const DEVNET_CLOSED_ACCOUNT: &str = "DEVNET-CLOSED-0001";
+/// Mid rates of the devnet, per US dollar.
+const DEVNET_RATES: [(&str, &str); 11] = [
+    ("USD/PHP", "56.1250"),
+    ("USD/MXN", "17.0530"),
+    ("USD/KES", "129.50"),
+    ("USD/INR", "83.2150"),
+    ("USD/GBP", "0.7912"),
+    ("USD/NGN", "1550.25"),
+    ("USD/JPY", "149.875"),
+    ("USD/KWD", "0.30745"),
+    ("USD/EUR", "0.9215"),
+    ("USD/CAD", "1.3650"),
+    ("USD/AUD", "1.5210"),
+];
+
+/// The client id of a participant's devnet wallet client.
+pub fn wallet_client_id(participant: &str) -> String {
+    format!("{participant}-wallet")
+}
+
+/// A participant's local currency: the settlement currency that is neither
+/// USD nor EUR, else USD or EUR by country.
+pub fn local_currency(participant: &remit_settlement::Participant) -> iso_currency::Currency {
+    use iso_currency::Currency;
+    participant
+        .settlement_currencies
+        .iter()
+        .copied()
+        .find(|c| *c != Currency::USD && *c != Currency::EUR)
+        .unwrap_or(if participant.country.as_str() == "US" { Currency::USD } else { Currency::EUR })
+}
+
+/// Corridors from every participant to every other, settled in USD.
+fn devnet_corridors(network: &NetworkConfig) -> String {
+    let mut text = String::from("# Devnet corridors: every gateway to every other, settled in USD.\n");
+    for source in &network.participants {
+        for destination in &network.participants {
+            if source.id == destination.id {
+                continue;
+            }
+            text.push_str(&format!(
+                "\n[[corridor]]\nsource_country = \"{}\"\nsource_currency = \"{}\"\ndestination_country = \"{}\"\n\
+                 destination_currency = \"{}\"\nsettlement_currency = \"USD\"\nsend_amount_min = \"5\"\n\
+                 send_amount_max = \"1000000\"\nfixed_fee = \"1\"\nfee_percent = \"1.0\"\n\
+                 fx_margin_percent = \"0.5\"\ndestination_participant = \"{}\"\n",
+                source.country,
+                local_currency(source).code(),
+                destination.country,
+                local_currency(destination).code(),
+                destination.id,
+            ));
+        }
+    }
+    text
+}
+
+fn devnet_rates() -> String {
+    let mut text = String::from("pivot = \"USD\"\n[rates]\n");
+    for (pair, rate) in DEVNET_RATES {
+        text.push_str(&format!("\"{pair}\" = \"{rate}\"\n"));
+    }
+    text
+}
+
+/// The devnet wallet key of `name`, created once under `keys/<name>/`.
+fn wallet_key(keys: &Path, name: &str) -> Result<String, DevnetError> {
+    let path = keys.join(name).join(API_KEY_FILE);
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(key.trim().to_owned());
+    }
+    let key = generate_key();
+    remit_settlement::network::write_secret_file(&path, key.as_bytes()).map_err(|e| file_error(&path, e))?;
+    Ok(key)
+}
+
 /// Creates keys (if absent) and writes every node's `node.toml`; returns the
-/// nodes (pids 0) and the network.
+/// nodes (pids 0), the network and each participant's wallet API key.
 pub fn prepare(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<DevnetNode>), DevnetError> {
+    prepare_with_keys(options).map(|(network, nodes, _)| (network, nodes))
+}
+
+/// [`prepare`], also returning participant -> wallet API key.
+pub fn prepare_with_keys(
+    options: &DevnetOptions,
+) -> Result<(NetworkConfig, Vec<DevnetNode>, std::collections::BTreeMap<String, String>), DevnetError> {
     let keys = options.dir.join(KEYS_SUBDIR);
     let network_path = keys.join(NETWORK_FILE);
     if !network_path.exists() {
@@ -143,8 +236,18 @@ pub fn prepare(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<DevnetNode
         .enumerate()
         .map(|(i, name)| PeerEntry { participant: name.clone(), address: format!("127.0.0.1:{}", peer_port(i)) })
         .collect();
+    let corridors_path = options.dir.join("corridors.toml");
+    std::fs::write(&corridors_path, devnet_corridors(&network)).map_err(|e| file_error(&corridors_path, e))?;
+    let rates_path = options.dir.join("rates.toml");
+    if !rates_path.exists() {
+        std::fs::write(&rates_path, devnet_rates()).map_err(|e| file_error(&rates_path, e))?;
+    }
+    let corridors_path = corridors_path.canonicalize().map_err(|e| file_error(&corridors_path, e))?;
+    let rates_path = rates_path.canonicalize().map_err(|e| file_error(&rates_path, e))?;
+    let mut api_keys = std::collections::BTreeMap::new();
     let mut nodes = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
+        let api_key = wallet_key(&keys, name)?;
         let node_dir = options.dir.join(name);
         std::fs::create_dir_all(&node_dir).map_err(|e| file_error(&node_dir, e))?;
         let node_dir = node_dir.canonicalize().map_err(|e| file_error(&node_dir, e))?;
@@ -175,7 +278,25 @@ pub fn prepare(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<DevnetNode
             raft: RaftSection::default(),
             log: LogSection { format: options.log_format.clone(), ..LogSection::default() },
             testing: TestingSection::default(),
+            api: Some(ApiSection {
+                listen: None,
+                clients: vec![ApiClientConfig {
+                    id: wallet_client_id(name),
+                    key_sha256: hash_key(&api_key),
+                    rate_per_second: 100_000,
+                    burst: 200_000,
+                    webhook_url: None,
+                    webhook_secret_file: None,
+                }],
+            }),
+            remittance: RemittanceSection {
+                corridors_file: Some(corridors_path.clone()),
+                rates_file: Some(rates_path.clone()),
+                ..RemittanceSection::default()
+            },
+            payout: PayoutSection { closed_accounts: vec![DEVNET_CLOSED_ACCOUNT.to_owned()], ..PayoutSection::default() },
         };
+        api_keys.insert(name.clone(), api_key);
         let config_path = node_dir.join("node.toml");
         let text = toml::to_string_pretty(&config).map_err(|e| file_error(&config_path, e))?;
         std::fs::write(&config_path, text).map_err(|e| file_error(&config_path, e))?;
@@ -189,5 +310,5 @@ pub fn prepare(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<DevnetNode
             config: config_path,
         });
     }
-    Ok((network, nodes))
+    Ok((network, nodes, api_keys))
 }

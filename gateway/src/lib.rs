@@ -10,6 +10,7 @@ pub fn init_cli_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+pub mod api;
 pub mod config;
 pub mod constants;
 pub mod devnet;

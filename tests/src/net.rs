@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
 use remit_gateway::constants::GET_BLOCKS_LIMIT_MAX;
-use remit_gateway::devnet::{prepare, DevnetNode, DevnetOptions, HTTP_PORT_OFFSET, KEYS_SUBDIR};
+use remit_gateway::devnet::{prepare_with_keys, DevnetNode, DevnetOptions, HTTP_PORT_OFFSET, KEYS_SUBDIR};
 use remit_gateway::node::peers::{connect_lazy, Client};
 use remit_gateway::tls::{NodeTls, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 use remit_proto::v1::{GetBlocksRequest, GetTipRequest, GetTipResponse, SubmitBatchReply, SubmitBatchRequest};
@@ -49,6 +49,33 @@ use remit_simulations::traffic::{TrafficConfig, TrafficGenerator};
 use tonic::Code;
 
 use crate::{check_stored_ledger, StoredLedger};
+
+/// A `remit.v1.Remittances` client that sends an API key with every call.
+pub type WalletClient = remit_proto::v1::remittances_client::RemittancesClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WalletAuth>,
+>;
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone, Debug)]
+pub struct WalletAuth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for WalletAuth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// Connects a wallet client to `url` (the node's `api_url`) with `key`.
+pub async fn wallet_client(url: &str, key: &str) -> anyhow::Result<WalletClient> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the wallet API at {url}"))?;
+    let auth = WalletAuth(format!("Bearer {key}").parse().context("API key is not ASCII")?);
+    Ok(remit_proto::v1::remittances_client::RemittancesClient::with_interceptor(channel, auth))
+}
 
 /// Validators of the test networks: n = 3f + 1 with f = 1, quorum 3.
 pub const VALIDATORS: usize = 4;
@@ -247,6 +274,8 @@ pub struct Network {
     nodes: Vec<NodeProcess>,
     clients: Vec<Client>,
     tls: Option<NodeTls>,
+    /// Participant -> its devnet wallet client's API key.
+    pub api_keys: std::collections::BTreeMap<String, String>,
     logs_printed: bool,
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -265,7 +294,7 @@ impl Network {
             tls: options.tls,
             log_format: "text".into(),
         };
-        let (network, devnet_nodes) = prepare(&devnet).context("preparing the devnet")?;
+        let (network, devnet_nodes, api_keys) = prepare_with_keys(&devnet).context("preparing the devnet")?;
         let keys_dir = dir.path().join(KEYS_SUBDIR);
         let tls = if options.tls {
             // The harness presents node 0's certificate: one the network's CA issued.
@@ -298,7 +327,17 @@ impl Network {
             })
             .collect();
         let mut net =
-            Self { dir: Some(dir), network, keys_dir, nodes, clients, tls, logs_printed: false, _serial: serial };
+            Self {
+            dir: Some(dir),
+            network,
+            keys_dir,
+            nodes,
+            clients,
+            tls,
+            api_keys,
+            logs_printed: false,
+            _serial: serial,
+        };
         println!("net harness: {} validators, base port {base_port}, dir {}", options.validators, net.dir().display());
         for i in 0..net.len() {
             net.spawn(&binaries.remitd, i)?;
@@ -334,6 +373,13 @@ impl Network {
     /// A new client to node `i` presenting `tls` (or plaintext when `None`).
     pub fn client_with(&self, i: usize, tls: Option<&NodeTls>) -> anyhow::Result<Client> {
         connect_lazy(&self.nodes[i].devnet.peer_addr, tls).context("building a client")
+    }
+
+    /// A wallet API client to node `i`, authenticated as its devnet wallet.
+    pub async fn wallet(&self, i: usize) -> anyhow::Result<WalletClient> {
+        let node = &self.nodes[i].devnet;
+        let key = self.api_keys.get(&node.name).context("no API key for the node")?;
+        wallet_client(&node.api_url, key).await
     }
 
     /// The TLS identity the harness's clients present, when TLS is on.

@@ -1,6 +1,6 @@
 //! `/healthz`, `/readyz` and Prometheus `/metrics`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -20,6 +20,8 @@ pub struct HttpState {
     pub metrics: Metrics,
     /// This node's validator index.
     pub me: u64,
+    /// The remittance engine (operator views).
+    pub engine: crate::remittance::engine::Engine,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -34,6 +36,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/ops/remittances/{uetr}", get(operator_remittance))
         .with_state(state)
 }
 
@@ -69,4 +72,18 @@ async fn metrics(State(state): State<HttpState>) -> String {
         }
     }
     state.metrics.render()
+}
+
+/// An operator's view of any remittance this gateway holds (origin or
+/// destination side), parties masked. Served on the operator port only.
+async fn operator_remittance(
+    State(state): State<HttpState>,
+    Path(uetr): Path<String>,
+) -> Result<axum::Json<remit_proto::v1::Remittance>, (StatusCode, String)> {
+    let uetr: remit_settlement::Uetr =
+        uetr.parse().map_err(|_| (StatusCode::BAD_REQUEST, "uetr: not a UETR\n".to_owned()))?;
+    let record = state.engine.record(&uetr).ok_or((StatusCode::NOT_FOUND, format!("no remittance {uetr}\n")))?;
+    let mut view = crate::api::convert::remittance_json(&record);
+    view.status = record.status.as_str().to_owned();
+    Ok(axum::Json(view))
 }

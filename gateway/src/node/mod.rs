@@ -8,13 +8,14 @@ pub mod proposer;
 pub mod raft_network;
 pub mod service;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use remit_proto::v1::peer_server::PeerServer;
 use remit_settlement::chain::Chain;
-use remit_settlement::network::{load_validator_key, NetworkConfig};
+use remit_compliance::PassThrough;
+use remit_settlement::network::{load_identity_key, load_validator_key, NetworkConfig};
 use remit_settlement::replica::state_machine::lock;
 use remit_settlement::replica::{AppliedBlock, LedgerStateMachine, Raft, SharedChain, SledRaftLog};
 use remit_settlement::store::SledLedgerStore;
@@ -22,7 +23,11 @@ use remit_settlement::{ParticipantId, SignatureCheck};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::api::auth::Authenticator;
 use crate::config::NodeConfig;
+use crate::remittance::engine::{Engine, EngineConfig, LedgerAccess};
+use crate::remittance::{Corridors, FileRateSource, RateSource, RateTable, StaticRates};
+use crate::webhook::{RetryPolicy, WebhookDispatcher, WebhookEndpoint};
 use crate::constants::{GRPC_MESSAGE_BYTES_MAX, RAFT_APPEND_ENTRIES_MAX};
 use crate::metrics::Metrics;
 use crate::tls::NodeTls;
@@ -34,6 +39,9 @@ use service::PeerService;
 
 /// Sub-directory of the data directory holding the sled database.
 pub const LEDGER_SUBDIR: &str = "ledger";
+/// Sub-directory of the data directory holding the gateway's own records
+/// (remittances, payment messages, webhook queue).
+pub const GATEWAY_SUBDIR: &str = "gateway";
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +167,31 @@ impl Node {
         let proposer = Proposer::new(me, raft.clone(), peers.clone(), metrics.clone(), config.block.clone());
         servers.push(tokio::spawn(proposer.clone().run()));
 
-        let service = PeerServer::new(PeerService::new(raft.clone(), chain.clone(), proposer, certifier_tx))
+        let ledger = LedgerAccess { proposer: proposer.clone(), chain: chain.clone(), peers: peers.clone() };
+        // The gateway's private records (customer data) live apart from the
+        // ledger, so a ledger directory can be handed to an auditor as is.
+        let gateway_dir = config.node.data_dir.join(GATEWAY_SUBDIR);
+        let gateway_db = sled::Config::new()
+            .path(&gateway_dir)
+            .open()
+            .map_err(|e| setup(format!("{}: {e}", gateway_dir.display())))?;
+        let engine = start_engine(&config, &network, &gateway_db, ledger)?;
+        // The wallet API on its own listener, or beside health and metrics.
+        let mut wallet_api = None;
+        if let Some(api) = &config.api {
+            let auth = Authenticator::new(&api.clients).map_err(setup)?;
+            match api.listen {
+                Some(listen) => {
+                    let handle = crate::api::serve(listen, engine.clone(), auth)
+                        .await
+                        .map_err(|e| NodeError::Server(format!("config key `api.listen` ({listen}): {e}")))?;
+                    servers.push(handle);
+                }
+                None => wallet_api = Some(crate::api::router(engine.clone(), auth)),
+            }
+        }
+
+        let service = PeerServer::new(PeerService::new(raft.clone(), chain.clone(), proposer, certifier_tx, engine.clone()))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         let mut builder = tonic::transport::Server::builder();
@@ -180,7 +212,10 @@ impl Node {
         let http_listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|e| NodeError::Server(format!("config key `http.listen` ({}): {e}", config.http.listen)))?;
-        let app = http::router(http::HttpState { raft: raft.clone(), chain: chain.clone(), metrics, me });
+        let mut app = http::router(http::HttpState { raft: raft.clone(), chain: chain.clone(), metrics, me, engine: engine.clone() });
+        if let Some(wallet_api) = wallet_api {
+            app = app.merge(wallet_api);
+        }
         servers.push(tokio::spawn(async move {
             if let Err(error) = axum::serve(http_listener, app).await {
                 tracing::error!(%error, "http server stopped");
@@ -209,6 +244,61 @@ impl Node {
         }
         info!("node stopped");
     }
+}
+
+/// Opens the remittance engine: corridors, rates, keys, payout adapter and
+/// webhooks from the configuration.
+fn start_engine(
+    config: &NodeConfig,
+    network: &NetworkConfig,
+    db: &sled::Db,
+    ledger: LedgerAccess,
+) -> Result<Engine, NodeError> {
+    let section = &config.remittance;
+    let corridors = match &section.corridors_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| setup(format!("config key `remittance.corridors_file` ({}): {e}", path.display())))?;
+            Corridors::from_toml(&text).map_err(|e| setup(format!("{}: {e}", path.display())))?
+        }
+        None => Corridors::from_config(&Default::default()).map_err(setup)?,
+    };
+    let rates: Arc<dyn RateSource> = match &section.rates_file {
+        Some(path) => Arc::new(
+            FileRateSource::open(path).map_err(|e| setup(format!("config key `remittance.rates_file`: {e}")))?,
+        ),
+        None => Arc::new(StaticRates::new(RateTable::new(iso_currency::Currency::USD))),
+    };
+    let gateways: HashMap<ParticipantId, u64> =
+        network.validators.members.iter().map(|m| (m.participant.clone(), u64::from(m.index))).collect();
+    let engine_config = EngineConfig {
+        me: ParticipantId::new(config.node.participant.clone()).map_err(setup)?,
+        chain_id: network.chain_id.clone(),
+        signing_key: load_identity_key(&config.node.identity_key).map_err(setup)?,
+        corridors,
+        rates,
+        quote_ttl_ms: section.quote_ttl_ms,
+        gateways,
+    };
+    let payout = crate::payout::build_adapter(&config.payout).map_err(setup)?;
+    let mut endpoints = HashMap::new();
+    for (i, client) in config.api.iter().flat_map(|api| api.clients.iter()).enumerate() {
+        let (Some(url), Some(secret_file)) = (&client.webhook_url, &client.webhook_secret_file) else { continue };
+        let secret = std::fs::read(secret_file).map_err(|e| {
+            setup(format!("config key `api.clients[{i}].webhook_secret_file` ({}): {e}", secret_file.display()))
+        })?;
+        let secret = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
+        endpoints.insert(client.id.clone(), WebhookEndpoint { url: url.clone(), secret });
+    }
+    let webhooks = if endpoints.is_empty() {
+        None
+    } else {
+        let tree = db.open_tree("gateway/webhooks").map_err(setup)?;
+        let dispatcher = WebhookDispatcher::new(endpoints, Some(tree), RetryPolicy::default());
+        dispatcher.spawn();
+        Some(dispatcher)
+    };
+    Engine::start(engine_config, db, ledger, Arc::new(PassThrough), payout, webhooks).map_err(setup)
 }
 
 /// Validator index -> peer address, checked against network.json.

@@ -9,12 +9,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use remit_proto::v1::{SubmitBatchReply, SubmitBatchRequest, TransferResult};
+use remit_proto::v1::{SubmitBatchReply, SubmitBatchRequest, SubmitReportsRequest, TransferResult};
 use remit_settlement::block::{EntryResult, TransferOutcome};
 use remit_settlement::codec::Reader;
 use remit_settlement::constants::BLOCK_TRANSFERS_MAX;
 use remit_settlement::replica::{Proposal, Raft};
-use remit_settlement::{Entry, RejectReason, TransferBatch};
+use remit_settlement::{Entry, PayoutReportBatch, RejectReason, TransferBatch};
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tonic::Status;
 use tracing::{debug, info_span, warn, Instrument};
@@ -27,7 +27,8 @@ use crate::metrics::Metrics;
 type Reply = Result<SubmitBatchReply, Status>;
 
 struct PendingBatch {
-    batch: TransferBatch,
+    entry: Entry,
+    count: usize,
     reply: oneshot::Sender<Reply>,
     received: Instant,
 }
@@ -122,7 +123,7 @@ impl Proposer {
             .and_then(|batch| reader.finish().map(|()| batch))
             .map_err(|e| Status::invalid_argument(format!("batch: {e}")))?;
         match self.leader() {
-            Some(leader) if leader == self.me => self.enqueue(batch).await,
+            Some(leader) if leader == self.me => self.enqueue(Entry::TransferBatch { batch }).await,
             Some(leader) if !request.forwarded => {
                 let mut client =
                     self.peers.client(leader).ok_or_else(|| Status::unavailable("leader has no known address"))?;
@@ -134,8 +135,27 @@ impl Proposer {
         }
     }
 
-    async fn enqueue(&self, batch: TransferBatch) -> Reply {
-        let count = batch.transfers.len();
+    /// Handles SubmitReports: payout reports signed by a destination.
+    pub async fn submit_reports(&self, request: SubmitReportsRequest) -> Reply {
+        let mut reader = Reader::new(&request.batch, "reports");
+        let batch = PayoutReportBatch::decode(&mut reader)
+            .and_then(|batch| reader.finish().map(|()| batch))
+            .map_err(|e| Status::invalid_argument(format!("batch: {e}")))?;
+        match self.leader() {
+            Some(leader) if leader == self.me => self.enqueue(Entry::PayoutReports { batch }).await,
+            Some(leader) if !request.forwarded => {
+                let mut client =
+                    self.peers.client(leader).ok_or_else(|| Status::unavailable("leader has no known address"))?;
+                let forwarded = SubmitReportsRequest { batch: request.batch, forwarded: true };
+                client.submit_reports(forwarded).await.map(tonic::Response::into_inner)
+            }
+            Some(_) => Err(Status::unavailable("not the leader (leadership changed); retry")),
+            None => Err(Status::unavailable("no leader elected yet; retry")),
+        }
+    }
+
+    async fn enqueue(&self, entry: Entry) -> Reply {
+        let count = entry.transfer_count() + entry.report_count();
         self.metrics.batch_transfers.observe(count as f64);
         let (reply, receive) = oneshot::channel();
         {
@@ -147,7 +167,7 @@ impl Proposer {
                 )));
             }
             queue.transfers += count;
-            queue.batches.push_back(PendingBatch { batch, reply, received: Instant::now() });
+            queue.batches.push_back(PendingBatch { entry, count, reply, received: Instant::now() });
         }
         self.wake.notify_one();
         receive.await.unwrap_or_else(|_| Err(Status::unavailable("node shutting down; retry")))
@@ -167,7 +187,7 @@ impl Proposer {
         let mut taken = Vec::new();
         let mut transfers = 0;
         while let Some(next) = queue.batches.front() {
-            let count = next.batch.transfers.len();
+            let count = next.count;
             if !taken.is_empty() && (transfers + count > BLOCK_TRANSFERS_MAX || transfers >= self.block.transfers_max) {
                 break;
             }
@@ -215,9 +235,9 @@ impl Proposer {
     }
 
     async fn propose(&self, batches: Vec<PendingBatch>) {
-        let transfers: usize = batches.iter().map(|b| b.batch.transfers.len()).sum();
+        let transfers: usize = batches.iter().map(|b| b.count).sum();
         let (entries, replies): (Vec<Entry>, Vec<oneshot::Sender<Reply>>) =
-            batches.into_iter().map(|p| (Entry::TransferBatch { batch: p.batch }, p.reply)).unzip();
+            batches.into_iter().map(|p| (p.entry, p.reply)).unzip();
         let span = info_span!("settlement.propose", batches = entries.len(), transfers);
         self.metrics.proposals.inc();
         let result = self.raft.client_write(Proposal { timestamp_ms: now_ms(), entries }).instrument(span).await;

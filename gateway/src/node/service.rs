@@ -20,6 +20,7 @@ use tracing::{info_span, Instrument};
 
 use super::certifier::CertifierEvent;
 use super::proposer::Proposer;
+use crate::remittance::engine::Engine;
 use crate::constants::GET_BLOCKS_LIMIT_MAX;
 
 /// The service of one node.
@@ -29,6 +30,7 @@ pub struct PeerService {
     chain: SharedChain,
     proposer: Arc<Proposer>,
     certifier: mpsc::UnboundedSender<CertifierEvent>,
+    engine: Engine,
 }
 
 impl std::fmt::Debug for PeerService {
@@ -44,8 +46,9 @@ impl PeerService {
         chain: SharedChain,
         proposer: Arc<Proposer>,
         certifier: mpsc::UnboundedSender<CertifierEvent>,
+        engine: Engine,
     ) -> Self {
-        Self { raft, chain, proposer, certifier }
+        Self { raft, chain, proposer, certifier, engine }
     }
 }
 
@@ -139,21 +142,28 @@ impl Peer for PeerService {
         }))
     }
 
-    async fn submit_reports(&self, _request: Request<SubmitReportsRequest>) -> Result<Response<SubmitBatchReply>, Status> {
-        Err(Status::unimplemented("payout reports are not wired yet"))
+    async fn submit_reports(&self, request: Request<SubmitReportsRequest>) -> Result<Response<SubmitBatchReply>, Status> {
+        let request = request.into_inner();
+        let span = info_span!("remit.peer.submit_reports", bytes = request.batch.len(), forwarded = request.forwarded);
+        self.proposer.submit_reports(request).instrument(span).await.map(Response::new)
     }
 
     async fn deliver_payment_messages(
         &self,
-        _request: Request<DeliverPaymentMessagesRequest>,
+        request: Request<DeliverPaymentMessagesRequest>,
     ) -> Result<Response<DeliverPaymentMessagesReply>, Status> {
-        Err(Status::unimplemented("payment messages are not wired yet"))
+        let messages = request.into_inner().messages;
+        let span = info_span!("remit.peer.deliver_messages", count = messages.len());
+        let stored = self.engine.receive_messages(messages).instrument(span).await?;
+        Ok(Response::new(DeliverPaymentMessagesReply { stored: u32::try_from(stored).unwrap_or(u32::MAX) }))
     }
 
     async fn fetch_payment_message(
         &self,
-        _request: Request<FetchPaymentMessageRequest>,
+        request: Request<FetchPaymentMessageRequest>,
     ) -> Result<Response<FetchPaymentMessageReply>, Status> {
-        Err(Status::unimplemented("payment messages are not wired yet"))
+        let request = request.into_inner();
+        let message = self.engine.message_for(&request.uetr, &request.destination)?;
+        Ok(Response::new(FetchPaymentMessageReply { message }))
     }
 }

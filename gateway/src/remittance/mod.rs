@@ -45,10 +45,13 @@
 //! exactly, in minor units, for every quote.
 
 pub mod corridor;
+pub mod engine;
 pub mod fx;
+pub mod journal;
 pub mod party;
 pub mod quote;
 pub mod record;
+pub mod reports;
 
 use iso_currency::Currency;
 use remit_settlement::MoneyError;

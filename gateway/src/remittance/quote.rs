@@ -455,6 +455,23 @@ impl QuoteBook {
         Ok(entry.quote)
     }
 
+    /// Checks that the quote could be taken now, without taking it.
+    pub fn peek(&self, id: QuoteId, now_unix_ms: u64) -> Result<Quote, QuoteError> {
+        let entries = self.lock();
+        let entry = entries.get(&id).ok_or(QuoteError::UnknownQuote { id })?;
+        if entry.used {
+            return Err(QuoteError::QuoteAlreadyUsed { id });
+        }
+        if now_unix_ms >= entry.quote.expires_at_unix_ms {
+            return Err(QuoteError::QuoteExpired {
+                id,
+                expires_at_unix_ms: entry.quote.expires_at_unix_ms,
+                now_unix_ms,
+            });
+        }
+        Ok(entry.quote)
+    }
+
     /// Forgets quotes that expired at or before `now_unix_ms`; returns how many.
     pub fn purge_expired(&self, now_unix_ms: u64) -> usize {
         let mut entries = self.lock();

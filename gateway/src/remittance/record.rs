@@ -225,6 +225,10 @@ pub struct Remittance {
     pub client_id: String,
     /// The client's idempotency key (origin side).
     pub idempotency_key: String,
+    /// Hash of the create request, to tell a retry from a different request
+    /// reusing the idempotency key (origin side).
+    #[serde(default)]
+    pub request_fingerprint: String,
     /// The quote it was priced with (origin side).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quote_id: Option<String>,

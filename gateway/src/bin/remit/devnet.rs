@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use remit_gateway::devnet::{
-    prepare, DevnetFile, DevnetNode, DevnetOptions, DEFAULT_BASE_PORT, DEVNET_FILE, HTTP_PORT_OFFSET, KEYS_SUBDIR,
+    prepare_with_keys, DevnetFile, DevnetNode, DevnetOptions, DEFAULT_BASE_PORT, DEVNET_FILE, HTTP_PORT_OFFSET, KEYS_SUBDIR,
 };
 use remit_settlement::network::{Keyring, NETWORK_FILE};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
@@ -101,7 +101,7 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
         tls: args.tls,
         log_format: "json".into(),
     };
-    let (_, nodes) = prepare(&options)?;
+    let (_, nodes, api_keys) = prepare_with_keys(&options)?;
     check_ports_free(&nodes)?;
     // A devnet.json left by an earlier run names dead processes.
     let devnet_path = dir.join(DEVNET_FILE);
@@ -109,7 +109,7 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
         std::fs::remove_file(&devnet_path).with_context(|| format!("removing stale {}", devnet_path.display()))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let supervisor = Supervisor { dir, remitd, tls: args.tls, load_rate: args.load_rate };
+    let supervisor = Supervisor { dir, remitd, tls: args.tls, load_rate: args.load_rate, api_keys };
     runtime.block_on(supervisor.run(nodes))
 }
 
@@ -177,6 +177,7 @@ struct Supervisor {
     remitd: PathBuf,
     tls: bool,
     load_rate: Option<f64>,
+    api_keys: std::collections::BTreeMap<String, String>,
 }
 
 /// A started child: its name, pid, log file (quiet mode) and whether it runs.
@@ -213,6 +214,7 @@ impl Supervisor {
             network: self.dir.join(KEYS_SUBDIR).join(NETWORK_FILE),
             tls: self.tls,
             nodes: children.iter().map(|c| c.node.clone()).collect(),
+            api_keys: self.api_keys.clone(),
         };
         devnet.write(&self.dir)?;
         let devnet_path = self.dir.join(DEVNET_FILE);

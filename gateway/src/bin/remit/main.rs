@@ -5,6 +5,7 @@ mod bench;
 mod devnet;
 mod ledger;
 mod load;
+mod send;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     },
     /// Run a local network of remitd validators until Ctrl-C or SIGTERM.
     Devnet(devnet::DevnetArgs),
+    /// Send one remittance through a devnet and wait for its final status.
+    Send(send::SendArgs),
     /// Audit, export, benchmark and load the settlement ledger.
     Ledger {
         #[command(subcommand)]
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { validators, out, force } => ledger::keygen(validators, &out, force),
         Command::Devnet(args) => devnet::run(&args),
+        Command::Send(args) => send::run(&args),
         Command::Ledger { command } => match command {
             LedgerCommand::Verify { dir: Some(dir), .. } => ledger::verify_dir(&dir),
             LedgerCommand::Verify { chain: Some(chain), network: Some(network), .. } => {

@@ -1,0 +1,227 @@
+//! `remit.v1.Remittances` over gRPC. An interceptor authenticates every call
+//! and puts the [`ClientId`] in the request extensions.
+
+use std::pin::Pin;
+
+use remit_proto::v1 as pb;
+use remit_proto::v1::remittances_server::{Remittances, RemittancesServer};
+use tokio_stream::{Stream, StreamExt};
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+use tracing::{info_span, Instrument};
+
+use super::auth::{Authenticator, ClientId};
+use super::convert;
+use crate::remittance::engine::{Engine, RequestError, SUBMIT_MANY_MAX};
+
+/// The gRPC service.
+#[derive(Clone, Debug)]
+pub struct RemittancesService {
+    engine: Engine,
+}
+
+type Interceptor = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send + Sync>;
+
+/// The authenticated gRPC server.
+pub fn server(engine: Engine, auth: Authenticator) -> InterceptedService<RemittancesServer<RemittancesService>, Interceptor> {
+    let interceptor: Interceptor = Box::new(move |mut request: Request<()>| {
+        let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (authorization, api_key) = (header("authorization"), header("x-api-key"));
+        let client = auth
+            .authenticate(authorization.as_deref(), api_key.as_deref())
+            .map_err(|e| convert::grpc_status(&e))?;
+        request.extensions_mut().insert(client);
+        Ok(request)
+    });
+    InterceptedService::new(RemittancesServer::new(RemittancesService { engine }), interceptor)
+}
+
+fn client<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .extensions()
+        .get::<ClientId>()
+        .map(|c| c.0.clone())
+        .ok_or_else(|| Status::unauthenticated("missing API key"))
+}
+
+fn status(error: RequestError) -> Status {
+    convert::grpc_status(&error)
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Remittance, Status>> + Send>>;
+
+impl RemittancesService {
+    async fn submit_all(&self, client: &str, requests: Vec<pb::CreateRemittanceRequest>) -> pb::SubmitRemittancesResponse {
+        let mut slots: Vec<Option<pb::SubmitResult>> = Vec::with_capacity(requests.len());
+        let mut inputs = Vec::new();
+        let mut positions = Vec::new();
+        for request in &requests {
+            match convert::create_input(request) {
+                Ok(input) => {
+                    positions.push(slots.len());
+                    slots.push(None);
+                    inputs.push(input);
+                }
+                Err(error) => slots.push(Some(convert::submit_error(&error))),
+            }
+        }
+        let results = self.engine.create_many(client, inputs).await;
+        for (position, result) in positions.into_iter().zip(results) {
+            slots[position] = Some(match result {
+                Ok(record) => pb::SubmitResult { remittance: Some(convert::remittance_json(&record)), ..Default::default() },
+                Err(error) => convert::submit_error(&error),
+            });
+        }
+        pb::SubmitRemittancesResponse { results: slots.into_iter().map(Option::unwrap_or_default).collect() }
+    }
+}
+
+#[tonic::async_trait]
+impl Remittances for RemittancesService {
+    async fn create_quote(&self, request: Request<pb::CreateQuoteRequest>) -> Result<Response<pb::Quote>, Status> {
+        let client = client(&request)?;
+        let _span = info_span!("remit.api.create_quote", client).entered();
+        let parsed = convert::quote_request(request.get_ref()).map_err(status)?;
+        let (quote, destination) = self.engine.create_quote(&parsed).map_err(status)?;
+        Ok(Response::new(convert::quote(&quote, destination.as_ref())))
+    }
+
+    async fn create_remittance(
+        &self,
+        request: Request<pb::CreateRemittanceRequest>,
+    ) -> Result<Response<pb::Remittance>, Status> {
+        let client = client(&request)?;
+        let span = info_span!("remit.api.create_remittance", client);
+        let input = convert::create_input(request.get_ref()).map_err(status)?;
+        let record = self.engine.create(&client, input).instrument(span).await.map_err(status)?;
+        Ok(Response::new(convert::remittance_json(&record)))
+    }
+
+    async fn get_remittance(
+        &self,
+        request: Request<pb::GetRemittanceRequest>,
+    ) -> Result<Response<pb::Remittance>, Status> {
+        let client = client(&request)?;
+        let record = self.engine.get(&client, &request.get_ref().uetr).map_err(status)?;
+        Ok(Response::new(convert::remittance_json(&record)))
+    }
+
+    async fn list_remittances(
+        &self,
+        request: Request<pb::ListRemittancesRequest>,
+    ) -> Result<Response<pb::ListRemittancesResponse>, Status> {
+        let client = client(&request)?;
+        let filter = convert::list_filter(request.get_ref()).map_err(status)?;
+        let (page, token) = self.engine.list(&client, &filter).map_err(status)?;
+        Ok(Response::new(pb::ListRemittancesResponse {
+            remittances: page.iter().map(convert::remittance_json).collect(),
+            next_page_token: token.unwrap_or_default(),
+        }))
+    }
+
+    type WatchRemittanceStream = WatchStream;
+
+    async fn watch_remittance(
+        &self,
+        request: Request<pb::WatchRemittanceRequest>,
+    ) -> Result<Response<Self::WatchRemittanceStream>, Status> {
+        let client = client(&request)?;
+        let uetr = request.get_ref().uetr.clone();
+        let stream = watch_stream(self.engine.clone(), client, uetr).map_err(status)?;
+        Ok(Response::new(Box::pin(stream.map(|record| Ok(convert::remittance_json(&record))))))
+    }
+
+    async fn cancel_remittance(
+        &self,
+        request: Request<pb::CancelRemittanceRequest>,
+    ) -> Result<Response<pb::Remittance>, Status> {
+        let client = client(&request)?;
+        let body = request.get_ref();
+        let record = self.engine.cancel(&client, &body.uetr, &body.reason).await.map_err(status)?;
+        Ok(Response::new(convert::remittance_json(&record)))
+    }
+
+    async fn submit_remittances(
+        &self,
+        request: Request<pb::SubmitRemittancesRequest>,
+    ) -> Result<Response<pb::SubmitRemittancesResponse>, Status> {
+        let client = client(&request)?;
+        let requests = request.into_inner().remittances;
+        if requests.len() > SUBMIT_MANY_MAX {
+            return Err(Status::invalid_argument(format!("remittances: at most {SUBMIT_MANY_MAX} per call")));
+        }
+        let span = info_span!("remit.api.submit_remittances", client, count = requests.len());
+        Ok(Response::new(self.submit_all(&client, requests).instrument(span).await))
+    }
+
+    async fn stream_remittances(
+        &self,
+        request: Request<tonic::Streaming<pb::CreateRemittanceRequest>>,
+    ) -> Result<Response<pb::SubmitRemittancesResponse>, Status> {
+        let client = client(&request)?;
+        let mut stream = request.into_inner();
+        let mut all = pb::SubmitRemittancesResponse::default();
+        let mut chunk = Vec::new();
+        while let Some(item) = stream.next().await {
+            chunk.push(item?);
+            if chunk.len() == SUBMIT_MANY_MAX {
+                all.results.extend(self.submit_all(&client, std::mem::take(&mut chunk)).await.results);
+            }
+        }
+        if !chunk.is_empty() {
+            all.results.extend(self.submit_all(&client, chunk).await.results);
+        }
+        Ok(Response::new(all))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        let client = client(&request)?;
+        let limit = match request.get_ref().limit {
+            0 => 100,
+            n => n.min(1_000) as usize,
+        };
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse {
+            deliveries: super::webhook_deliveries(&self.engine, &client, limit),
+        }))
+    }
+}
+
+/// The current state, then each change of one remittance, ending after a
+/// terminal status. A watcher that falls behind re-reads the current state.
+pub fn watch_stream(
+    engine: Engine,
+    client: String,
+    uetr: String,
+) -> Result<impl Stream<Item = crate::remittance::record::Remittance> + Send, RequestError> {
+    let (first, mut updates) = engine.watch(&client, &uetr)?;
+    let target = first.uetr;
+    Ok(async_stream::stream! {
+        let mut last = first.status;
+        let mut last_len = first.history.len();
+        let done = last.is_terminal();
+        yield first;
+        if done { return; }
+        loop {
+            let next = match updates.recv().await {
+                Ok(record) if record.uetr == target => (*record).clone(),
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match engine.get(&client, &uetr) {
+                    Ok(record) => record,
+                    Err(_) => return,
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if next.status == last && next.history.len() == last_len {
+                continue;
+            }
+            last = next.status;
+            last_len = next.history.len();
+            let terminal = last.is_terminal();
+            yield next;
+            if terminal { return; }
+        }
+    })
+}

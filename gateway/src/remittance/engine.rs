@@ -1,0 +1,1394 @@
+//! The remittance engine of one gateway: what the wallet API calls, and the
+//! background tasks that carry remittances through the ledger.
+//!
+//! Origin side: a create request is validated, its quote taken, screened,
+//! and journalled (durable) before it is answered. The submitter groups
+//! accepted remittances into transfer batches signed with the gateway's
+//! ed25519 key, sends each payment message to its destination gateway, and
+//! submits the batch to the ledger, retrying with the same UETRs (the
+//! ledger refuses a UETR twice, so a retry never moves money twice).
+//!
+//! Both sides: the follower reads every certified block in order and turns
+//! what concerns this gateway into status changes (final; completed or
+//! returned when the destination's payout report is certified), journalled
+//! together with its position so a restart resumes exactly.
+//!
+//! Destination side: a certified transfer to this gateway is matched with its
+//! payment message (pushed by the origin, or fetched from it), checked
+//! against the ledger commitment, paid through the [`PayoutAdapter`], and the
+//! outcome reported on the ledger in a batch signed by this gateway.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+use remit_compliance::{ScreenedParty, Screening, ScreeningDecision, ScreeningSubject};
+use remit_proto::v1::{PaymentMessageEnvelope, SubmitBatchRequest};
+use remit_settlement::block::{Block, Entry, EntryResult, TransferOutcome};
+use remit_settlement::codec::Writer;
+use remit_settlement::hash::Digest32;
+use remit_settlement::ids::{ChainId, Height, ParticipantId, Uetr};
+use remit_settlement::replica::state_machine::lock as lock_chain;
+use remit_settlement::replica::SharedChain;
+use remit_settlement::store::LedgerStore;
+use remit_settlement::{Transfer, TransferBatch};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
+use tonic::Status as GrpcStatus;
+use tracing::{debug, info, info_span, warn, Instrument};
+use uuid::Uuid;
+
+use super::corridor::Corridors;
+use super::fx::RateSource;
+use super::journal::{InboxMessage, IncomingTransfer, Journal, JournalError, JournalEvent};
+use super::party::Party;
+use super::quote::{self, Quote, QuoteBook, QuoteId, QuoteRequest};
+use super::record::{commitment, LedgerPosition, PaymentMessage, Remittance, Role, Status, StatusChange};
+use super::QuoteError;
+use crate::node::peers::Peers;
+use crate::node::proposer::{reason_name, Proposer};
+use crate::payout::{PayoutAdapter, PayoutInstruction, PayoutResult};
+use crate::webhook::{WebhookDispatcher, WebhookEvent};
+
+/// Remittances per transfer batch the origin signs.
+pub const SUBMIT_BATCH_MAX: usize = 4_096;
+/// Longest a remittance waits for its batch to fill.
+pub const SUBMIT_BATCH_AGE_MS: u64 = 10;
+/// Transfer batches in flight to the ledger at once.
+pub const SUBMITS_IN_FLIGHT_MAX: usize = 16;
+/// Remittances accepted by one batch submit call.
+pub const SUBMIT_MANY_MAX: usize = 1_000;
+/// Longest idempotency key.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 64;
+/// Longest unstructured remittance information.
+pub const REMITTANCE_INFORMATION_LEN_MAX: usize = 140;
+/// Largest payment message accepted from a peer.
+pub const PAYMENT_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// Attempts to fetch a missing or bad payment message before returning the
+/// transfer (about a minute with backoff).
+pub const MESSAGE_FETCH_ATTEMPTS_MAX: u32 = 12;
+/// Status updates buffered for slow watchers.
+const UPDATES_CAPACITY: usize = 65_536;
+
+/// The kind of a request error; maps to gRPC codes and HTTP statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input (400 / INVALID_ARGUMENT).
+    InvalidArgument,
+    /// No such thing (404 / NOT_FOUND).
+    NotFound,
+    /// Not possible in the current state (409 / FAILED_PRECONDITION).
+    FailedPrecondition,
+    /// Conflicts with an earlier request (409 / ALREADY_EXISTS).
+    AlreadyExists,
+    /// No or bad credentials (401 / UNAUTHENTICATED).
+    Unauthenticated,
+    /// Not this client's (403 / PERMISSION_DENIED).
+    PermissionDenied,
+    /// Rate limit or capacity (429 / RESOURCE_EXHAUSTED).
+    ResourceExhausted,
+    /// Temporarily unable; retry (503 / UNAVAILABLE).
+    Unavailable,
+    /// A fault on our side (500 / INTERNAL).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The gRPC code name, e.g. `INVALID_ARGUMENT`.
+    pub fn code_name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::FailedPrecondition => "FAILED_PRECONDITION",
+            ErrorKind::AlreadyExists => "ALREADY_EXISTS",
+            ErrorKind::Unauthenticated => "UNAUTHENTICATED",
+            ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+            ErrorKind::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            ErrorKind::Unavailable => "UNAVAILABLE",
+            ErrorKind::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// A refused request: what kind, which field, the ISO 20022 reason code
+/// where one fits, and a message. Nothing was recorded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    /// The kind.
+    pub kind: ErrorKind,
+    /// The offending field, e.g. `beneficiary.account.value`.
+    pub field: Option<String>,
+    /// ISO 20022 status reason code, e.g. `AM12`.
+    pub reason_code: Option<String>,
+    /// Human-readable message, starting with the field when there is one.
+    pub message: String,
+}
+
+impl RequestError {
+    /// An error of `kind` about `field`.
+    pub fn new(kind: ErrorKind, field: Option<&str>, reason_code: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            field: field.map(str::to_owned),
+            reason_code: reason_code.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    /// Bad input in `field`.
+    pub fn invalid(field: &str, reason_code: Option<&str>, reason: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::InvalidArgument, Some(field), reason_code, format!("{field}: {reason}"))
+    }
+
+    fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::Internal, None, None, message.to_string())
+    }
+}
+
+impl From<QuoteError> for RequestError {
+    fn from(error: QuoteError) -> Self {
+        let kind = match &error {
+            QuoteError::UnknownQuote { .. } => ErrorKind::NotFound,
+            QuoteError::QuoteExpired { .. } | QuoteError::QuoteAlreadyUsed { .. } => ErrorKind::FailedPrecondition,
+            QuoteError::BookFull { .. } => ErrorKind::ResourceExhausted,
+            QuoteError::Rate(_) => ErrorKind::FailedPrecondition,
+            _ => ErrorKind::InvalidArgument,
+        };
+        let message = error.to_string();
+        Self::new(kind, Some(error.field()), error.reason_code(), message)
+    }
+}
+
+impl From<JournalError> for RequestError {
+    fn from(error: JournalError) -> Self {
+        Self::internal(format!("not recorded, retry: {error}"))
+    }
+}
+
+/// A create request, already parsed from the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateInput {
+    /// The quote to take.
+    pub quote_id: String,
+    /// Who sends.
+    pub originator: Party,
+    /// Who receives.
+    pub beneficiary: Party,
+    /// ISO 20022 purpose code.
+    pub purpose: String,
+    /// Client-chosen key; retries with it return the same remittance.
+    pub idempotency_key: String,
+    /// Unstructured information for the beneficiary.
+    pub remittance_information: String,
+}
+
+/// A list filter.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only these statuses (empty: all).
+    pub statuses: Vec<Status>,
+    /// Created at or after (ms).
+    pub created_from_ms: Option<u64>,
+    /// Created before (ms).
+    pub created_to_ms: Option<u64>,
+    /// Page size (1 to 500).
+    pub page_size: usize,
+    /// Continue after this position (from the previous page).
+    pub page_token: Option<String>,
+}
+
+/// Fixed parts of an engine.
+pub struct EngineConfig {
+    /// This gateway's participant id.
+    pub me: ParticipantId,
+    /// The chain.
+    pub chain_id: ChainId,
+    /// This participant's ed25519 key (signs transfer and report batches).
+    pub signing_key: SigningKey,
+    /// Served corridors.
+    pub corridors: Corridors,
+    /// FX rates.
+    pub rates: Arc<dyn RateSource>,
+    /// Quote lifetime.
+    pub quote_ttl_ms: u64,
+    /// Participant -> validator index, to reach its gateway.
+    pub gateways: HashMap<ParticipantId, u64>,
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EngineConfig({})", self.me)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    remittances: HashMap<Uetr, Remittance>,
+    idempotency: HashMap<(String, String), Uetr>,
+    by_client: HashMap<String, BTreeSet<(u64, Uetr)>>,
+    inbox: HashMap<Uetr, InboxMessage>,
+    incoming: HashMap<Uetr, IncomingTransfer>,
+    cursor: u64,
+}
+
+impl State {
+    /// Applies one event; returns the uetr of a remittance that changed.
+    fn apply(&mut self, event: JournalEvent) -> Option<Uetr> {
+        match event {
+            JournalEvent::Created { remittance } => {
+                let uetr = remittance.uetr;
+                if self.remittances.contains_key(&uetr) {
+                    return None;
+                }
+                if remittance.role == Role::Origin {
+                    self.idempotency
+                        .insert((remittance.client_id.clone(), remittance.idempotency_key.clone()), uetr);
+                    self.by_client
+                        .entry(remittance.client_id.clone())
+                        .or_default()
+                        .insert((remittance.created_at_ms(), uetr));
+                } else {
+                    self.incoming.remove(&uetr);
+                    self.inbox.remove(&uetr);
+                }
+                self.remittances.insert(uetr, *remittance);
+                Some(uetr)
+            }
+            JournalEvent::Status { uetr, change, ledger, payout_reference } => {
+                let record = self.remittances.get_mut(&uetr)?;
+                let mut changed = false;
+                if ledger.is_some() && record.ledger.is_none() {
+                    record.ledger = ledger;
+                    changed = true;
+                }
+                if payout_reference.is_some() && record.payout_reference.is_none() {
+                    record.payout_reference = payout_reference;
+                    changed = true;
+                }
+                (record.advance(change) || changed).then_some(uetr)
+            }
+            JournalEvent::MessageDelivered { uetr } => {
+                let record = self.remittances.get_mut(&uetr)?;
+                record.message_delivered = true;
+                None
+            }
+            JournalEvent::Inbox { message } => {
+                if !self.remittances.contains_key(&message.uetr) {
+                    self.inbox.insert(message.uetr, message);
+                }
+                None
+            }
+            JournalEvent::Incoming { transfer } => {
+                if !self.remittances.contains_key(&transfer.uetr) {
+                    self.incoming.insert(transfer.uetr, transfer);
+                }
+                None
+            }
+            JournalEvent::Cursor { height } => {
+                self.cursor = self.cursor.max(height);
+                None
+            }
+        }
+    }
+}
+
+/// Where the engine submits to and reads from: the local node.
+#[derive(Clone)]
+pub struct LedgerAccess {
+    /// Batch intake of the local node (forwards to the leader).
+    pub proposer: Arc<Proposer>,
+    /// The local chain.
+    pub chain: SharedChain,
+    /// Clients to the other gateways.
+    pub peers: Peers,
+}
+
+impl std::fmt::Debug for LedgerAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LedgerAccess")
+    }
+}
+
+struct Inner {
+    config: EngineConfig,
+    quotes: QuoteBook,
+    screening: Arc<dyn Screening>,
+    payout: Arc<dyn PayoutAdapter>,
+    webhooks: Option<WebhookDispatcher>,
+    ledger: LedgerAccess,
+    state: Mutex<State>,
+    journal: Journal,
+    updates: broadcast::Sender<Arc<Remittance>>,
+    created: Notify,
+    submit_tx: mpsc::UnboundedSender<Uetr>,
+    payout_tx: mpsc::UnboundedSender<Uetr>,
+    report_tx: mpsc::UnboundedSender<super::reports::PendingReport>,
+}
+
+/// The remittance engine (cheap to clone).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({})", self.inner.config.me)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn fingerprint(input: &CreateInput) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        input.quote_id.as_bytes(),
+        &serde_json::to_vec(&input.originator).unwrap_or_default(),
+        &serde_json::to_vec(&input.beneficiary).unwrap_or_default(),
+        input.purpose.as_bytes(),
+        input.remittance_information.as_bytes(),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn validate_input(input: &CreateInput) -> Result<QuoteId, RequestError> {
+    let key = &input.idempotency_key;
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(RequestError::invalid(
+            "idempotency_key",
+            None,
+            format!("must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} printable ASCII characters without spaces"),
+        ));
+    }
+    let quote_id = Uuid::parse_str(&input.quote_id)
+        .map(QuoteId::from_uuid)
+        .map_err(|_| RequestError::invalid("quote_id", None, "not a quote id (UUID)"))?;
+    input
+        .originator
+        .validate("originator")
+        .map_err(|e| RequestError::invalid(&e.field, Some(e.reason_code()), &e.reason))?;
+    input
+        .beneficiary
+        .validate("beneficiary")
+        .map_err(|e| RequestError::invalid(&e.field, Some(e.reason_code()), &e.reason))?;
+    let purpose = &input.purpose;
+    if purpose.len() != 4 || !purpose.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+        return Err(RequestError::invalid(
+            "purpose",
+            Some("RR12"),
+            "must be an ISO 20022 purpose code of 4 uppercase letters or digits, e.g. FAMI",
+        ));
+    }
+    let info = &input.remittance_information;
+    if info.chars().count() > REMITTANCE_INFORMATION_LEN_MAX || info.chars().any(char::is_control) {
+        return Err(RequestError::invalid(
+            "remittance_information",
+            None,
+            format!("at most {REMITTANCE_INFORMATION_LEN_MAX} characters, no control characters"),
+        ));
+    }
+    Ok(quote_id)
+}
+
+fn screened(party: &Party) -> ScreenedParty {
+    ScreenedParty { name: party.full_name(), country: party.country.clone(), account: party.account.value.clone() }
+}
+
+enum Prepared {
+    New(Box<Remittance>),
+    Existing(Uetr, String),
+}
+
+impl Engine {
+    /// Opens the engine on the node's database and starts its tasks.
+    pub fn start(
+        config: EngineConfig,
+        db: &sled::Db,
+        ledger: LedgerAccess,
+        screening: Arc<dyn Screening>,
+        payout: Arc<dyn PayoutAdapter>,
+        webhooks: Option<WebhookDispatcher>,
+    ) -> Result<Self, JournalError> {
+        let (journal, events) = Journal::open(db)?;
+        let mut state = State::default();
+        let replayed = events.len();
+        for event in events {
+            state.apply(event);
+        }
+        let quotes = QuoteBook::new(config.quote_ttl_ms)
+            .map_err(|e| JournalError::Corrupt { seq: 0, reason: e.to_string() })?;
+        let (submit_tx, submit_rx) = mpsc::unbounded_channel();
+        let (payout_tx, payout_rx) = mpsc::unbounded_channel();
+        let (report_tx, report_rx) = mpsc::unbounded_channel();
+        let (updates, _) = broadcast::channel(UPDATES_CAPACITY);
+        let inner = Arc::new(Inner {
+            config,
+            quotes,
+            screening,
+            payout,
+            webhooks,
+            ledger,
+            state: Mutex::new(state),
+            journal,
+            updates,
+            created: Notify::new(),
+            submit_tx,
+            payout_tx,
+            report_tx,
+        });
+        let engine = Self { inner };
+        let resumed = engine.resume();
+        info!(events = replayed, resumed, cursor = engine.state().cursor, "remittance engine started");
+        tokio::spawn(engine.clone().run_submitter(submit_rx));
+        tokio::spawn(engine.clone().run_follower());
+        tokio::spawn(engine.clone().run_payouts(payout_rx));
+        tokio::spawn(super::reports::run_reporter(engine.clone(), report_rx));
+        let purger = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                purger.inner.quotes.purge_expired(now_ms());
+            }
+        });
+        Ok(engine)
+    }
+
+    /// Re-queues work interrupted by a restart; returns how many.
+    fn resume(&self) -> usize {
+        let state = self.state();
+        let mut resumed = 0;
+        for record in state.remittances.values() {
+            let queue = match (record.role, record.status) {
+                (Role::Origin, Status::Received | Status::Submitted) => self.inner.submit_tx.send(record.uetr),
+                (Role::Destination, Status::Final | Status::PayoutPending) => self.inner.payout_tx.send(record.uetr),
+                _ => continue,
+            };
+            if queue.is_ok() {
+                resumed += 1;
+            }
+        }
+        for (uetr, incoming) in &state.incoming {
+            resumed += 1;
+            let engine = self.clone();
+            let (uetr, incoming) = (*uetr, incoming.clone());
+            tokio::spawn(async move { engine.obtain_message(uetr, incoming).await });
+        }
+        resumed
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().expect("the engine state lock is never held across a panic")
+    }
+
+    /// This gateway's participant id.
+    pub fn me(&self) -> &ParticipantId {
+        &self.inner.config.me
+    }
+
+    /// The webhook dispatcher, when webhooks are configured.
+    pub fn webhooks(&self) -> Option<&WebhookDispatcher> {
+        self.inner.webhooks.as_ref()
+    }
+
+    /// Prices a quote and issues it.
+    pub fn create_quote(&self, request: &QuoteRequest) -> Result<(Quote, Option<ParticipantId>), RequestError> {
+        let terms = quote::quote(&self.inner.config.corridors, self.inner.config.rates.as_ref(), request)?;
+        let destination = self
+            .inner
+            .config
+            .corridors
+            .get(&request.corridor, "corridor")
+            .ok()
+            .and_then(|c| c.destination_participant().cloned());
+        let quote = self.inner.quotes.issue(terms, now_ms())?;
+        Ok((quote, destination))
+    }
+
+    /// Creates one remittance (see [`Engine::create_many`]).
+    pub async fn create(&self, client: &str, input: CreateInput) -> Result<Remittance, RequestError> {
+        self.create_many(client, vec![input]).await.pop().unwrap_or_else(|| Err(RequestError::internal("no result")))
+    }
+
+    /// Creates remittances, each judged on its own; answered once every new
+    /// one is durable. A repeated idempotency key returns the remittance it
+    /// created (waiting for it to be durable if it is in flight).
+    pub async fn create_many(&self, client: &str, inputs: Vec<CreateInput>) -> Vec<Result<Remittance, RequestError>> {
+        let now = now_ms();
+        let span = info_span!("remit.remittance.create", client, count = inputs.len());
+        let mut results: Vec<Option<Result<Remittance, RequestError>>> = vec![None; inputs.len()];
+        let mut fresh: Vec<(usize, Box<Remittance>)> = Vec::new();
+        let mut existing: Vec<(usize, Uetr, String, String)> = Vec::new();
+        for (index, input) in inputs.into_iter().enumerate() {
+            let key = input.idempotency_key.clone();
+            match self.prepare(client, input, now) {
+                Ok(Prepared::New(record)) => fresh.push((index, record)),
+                Ok(Prepared::Existing(uetr, fingerprint)) => existing.push((index, uetr, fingerprint, key)),
+                Err(error) => results[index] = Some(Err(error)),
+            }
+        }
+        if !fresh.is_empty() {
+            let events = fresh.iter().map(|(_, record)| JournalEvent::Created { remittance: record.clone() }).collect();
+            let durable = self.inner.journal.append(events).instrument(span.clone()).await;
+            let mut state = self.state();
+            for (index, record) in fresh {
+                let uetr = record.uetr;
+                match &durable {
+                    Ok(()) => {
+                        let submit = record.status == Status::Received;
+                        results[index] = Some(Ok((*record).clone()));
+                        state.apply(JournalEvent::Created { remittance: record });
+                        if submit {
+                            let _ = self.inner.submit_tx.send(uetr);
+                        }
+                    }
+                    Err(error) => {
+                        state.idempotency.retain(|_, reserved| *reserved != uetr);
+                        results[index] = Some(Err(RequestError::internal(format!("not recorded, retry: {error}"))));
+                    }
+                }
+            }
+            drop(state);
+            self.inner.created.notify_waiters();
+            for result in results.iter().flatten().flatten() {
+                self.publish(result.clone());
+            }
+        }
+        for (index, uetr, fingerprint, key) in existing {
+            results[index] = Some(self.wait_created(client, uetr, &fingerprint, &key).await);
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(RequestError::internal("no result")))).collect()
+    }
+
+    fn prepare(&self, client: &str, input: CreateInput, now: u64) -> Result<Prepared, RequestError> {
+        let quote_id = validate_input(&input)?;
+        let fingerprint = fingerprint(&input);
+        let uetr = Uetr::new_random();
+        {
+            let mut state = self.state();
+            let slot = (client.to_owned(), input.idempotency_key.clone());
+            if let Some(existing) = state.idempotency.get(&slot) {
+                return Ok(Prepared::Existing(*existing, fingerprint));
+            }
+            state.idempotency.insert(slot, uetr);
+        }
+        let release = |engine: &Engine| {
+            engine.state().idempotency.remove(&(client.to_owned(), input.idempotency_key.clone()));
+            engine.inner.created.notify_waiters();
+        };
+        match self.build(client, &input, quote_id, uetr, fingerprint, now) {
+            Ok(record) => Ok(Prepared::New(Box::new(record))),
+            Err(error) => {
+                release(self);
+                Err(error)
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        client: &str,
+        input: &CreateInput,
+        quote_id: QuoteId,
+        uetr: Uetr,
+        fingerprint: String,
+        now: u64,
+    ) -> Result<Remittance, RequestError> {
+        let config = &self.inner.config;
+        // Check the corridor before consuming the quote.
+        let quote = self.inner.quotes.peek(quote_id, now)?;
+        let corridor = config.corridors.get(&quote.terms.corridor, "quote_id")?;
+        let destination = corridor.destination_participant().cloned().ok_or_else(|| {
+            RequestError::new(
+                ErrorKind::FailedPrecondition,
+                Some("quote_id"),
+                Some("AG03"),
+                format!("quote_id: corridor {} has no paying gateway configured", quote.terms.corridor),
+            )
+        })?;
+        if destination == config.me {
+            return Err(RequestError::new(
+                ErrorKind::FailedPrecondition,
+                Some("quote_id"),
+                Some("AG03"),
+                "quote_id: this gateway pays out the corridor itself; on-us payments are not remittances",
+            ));
+        }
+        let quote = self.inner.quotes.take(quote_id, now)?;
+        let terms = quote.terms;
+        let message = PaymentMessage {
+            uetr,
+            origin: config.me.clone(),
+            destination,
+            originator: input.originator.clone(),
+            beneficiary: input.beneficiary.clone(),
+            purpose: input.purpose.clone(),
+            remittance_information: input.remittance_information.clone(),
+            send_amount: terms.send_amount,
+            receive_amount: terms.receive_amount,
+            settlement_amount: terms.settlement_amount,
+            created_at_ms: now,
+        };
+        let mut salt = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut salt);
+        let commitment = commitment(&salt, &message.to_bytes());
+        let subject = ScreeningSubject {
+            uetr: uetr.to_string(),
+            originator: screened(&input.originator),
+            beneficiary: screened(&input.beneficiary),
+            amount: terms.send_amount.amount().to_string(),
+            currency: terms.send_amount.currency().code().to_owned(),
+            purpose: input.purpose.clone(),
+        };
+        let mut history = vec![StatusChange::new(Status::Received, now, None, "")];
+        match self.inner.screening.screen(&subject) {
+            ScreeningDecision::Pass => {}
+            ScreeningDecision::Hold(reasons) => {
+                history.push(StatusChange::new(Status::ComplianceHold, now, Some("NARR"), reasons.join("; ")));
+            }
+            ScreeningDecision::Reject { reason_code, reason } => {
+                history.push(StatusChange::new(Status::Rejected, now, Some(&reason_code), reason));
+            }
+        }
+        let status = history.last().map_or(Status::Received, |c| c.status);
+        Ok(Remittance {
+            uetr,
+            role: Role::Origin,
+            client_id: client.to_owned(),
+            idempotency_key: input.idempotency_key.clone(),
+            request_fingerprint: fingerprint,
+            quote_id: Some(quote.id.to_string()),
+            terms: Some(terms),
+            message,
+            salt,
+            commitment,
+            status,
+            history,
+            ledger: None,
+            payout_reference: None,
+            message_delivered: false,
+        })
+    }
+
+    async fn wait_created(
+        &self,
+        client: &str,
+        uetr: Uetr,
+        fingerprint: &str,
+        key: &str,
+    ) -> Result<Remittance, RequestError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let notified = self.inner.created.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.state();
+                if let Some(record) = state.remittances.get(&uetr) {
+                    if record.request_fingerprint != fingerprint {
+                        return Err(RequestError::new(
+                            ErrorKind::AlreadyExists,
+                            Some("idempotency_key"),
+                            Some("DUPL"),
+                            format!("idempotency_key: {key:?} was already used for a different request"),
+                        ));
+                    }
+                    return Ok(record.clone());
+                }
+                if state.idempotency.get(&(client.to_owned(), key.to_owned())) != Some(&uetr) {
+                    return Err(RequestError::new(
+                        ErrorKind::Unavailable,
+                        None,
+                        None,
+                        "the first request with this idempotency key failed; retry",
+                    ));
+                }
+            }
+            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                return Err(RequestError::new(ErrorKind::Unavailable, None, None, "still being recorded; retry"));
+            }
+        }
+    }
+
+    /// A client's remittance.
+    pub fn get(&self, client: &str, uetr: &str) -> Result<Remittance, RequestError> {
+        let uetr: Uetr =
+            uetr.parse().map_err(|_| RequestError::invalid("uetr", None, "not a UETR (UUID version 4)"))?;
+        let state = self.state();
+        let record = state
+            .remittances
+            .get(&uetr)
+            .ok_or_else(|| RequestError::new(ErrorKind::NotFound, Some("uetr"), None, format!("no remittance {uetr}")))?;
+        if record.role != Role::Origin || record.client_id != client {
+            return Err(RequestError::new(
+                ErrorKind::PermissionDenied,
+                Some("uetr"),
+                None,
+                format!("remittance {uetr} belongs to another client"),
+            ));
+        }
+        Ok(record.clone())
+    }
+
+    /// A page of a client's remittances, oldest first.
+    pub fn list(&self, client: &str, filter: &ListFilter) -> Result<(Vec<Remittance>, Option<String>), RequestError> {
+        let after = match &filter.page_token {
+            Some(token) if !token.is_empty() => {
+                let parsed = token
+                    .split_once('_')
+                    .and_then(|(at, uetr)| Some((at.parse::<u64>().ok()?, uetr.parse::<Uetr>().ok()?)));
+                Some(parsed.ok_or_else(|| RequestError::invalid("page_token", None, "not a token from a previous page"))?)
+            }
+            _ => None,
+        };
+        let size = filter.page_size.clamp(1, 500);
+        let state = self.state();
+        let Some(index) = state.by_client.get(client) else { return Ok((Vec::new(), None)) };
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut page = Vec::new();
+        let mut last = None;
+        for (at, uetr) in index.range((start, std::ops::Bound::Unbounded)) {
+            if filter.created_to_ms.is_some_and(|to| *at >= to) {
+                break;
+            }
+            last = Some((*at, *uetr));
+            if filter.created_from_ms.is_some_and(|from| *at < from) {
+                continue;
+            }
+            let Some(record) = state.remittances.get(uetr) else { continue };
+            if !filter.statuses.is_empty() && !filter.statuses.contains(&record.status) {
+                continue;
+            }
+            page.push(record.clone());
+            if page.len() == size {
+                break;
+            }
+        }
+        let more = page.len() == size
+            && last.is_some_and(|key| {
+                index.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)).next().is_some()
+            });
+        let token = if more { last.map(|(at, uetr)| format!("{at}_{uetr}")) } else { None };
+        Ok((page, token))
+    }
+
+    /// The current state and a receiver of later changes (filter by uetr).
+    pub fn watch(
+        &self,
+        client: &str,
+        uetr: &str,
+    ) -> Result<(Remittance, broadcast::Receiver<Arc<Remittance>>), RequestError> {
+        let receiver = self.inner.updates.subscribe();
+        let record = self.get(client, uetr)?;
+        Ok((record, receiver))
+    }
+
+    /// Cancels a remittance that has not been submitted.
+    pub async fn cancel(&self, client: &str, uetr: &str, reason: &str) -> Result<Remittance, RequestError> {
+        let record = self.get(client, uetr)?;
+        let change = StatusChange::new(
+            Status::Cancelled,
+            now_ms(),
+            Some("DS02"),
+            if reason.is_empty() { "cancelled by the client".to_owned() } else { reason.chars().take(140).collect() },
+        );
+        let event = JournalEvent::Status { uetr: record.uetr, change, ledger: None, payout_reference: None };
+        {
+            let mut state = self.state();
+            let current = state.remittances.get(&record.uetr).map(|r| r.status);
+            if !matches!(current, Some(Status::Received | Status::ComplianceHold)) {
+                return Err(RequestError::new(
+                    ErrorKind::FailedPrecondition,
+                    Some("uetr"),
+                    None,
+                    format!(
+                        "remittance {} is {}; only received or held remittances can be cancelled",
+                        record.uetr,
+                        current.map_or("unknown", Status::as_str)
+                    ),
+                ));
+            }
+            // Applied under the lock so the submitter cannot take it meanwhile.
+            state.apply(event.clone());
+        }
+        self.inner.journal.append(vec![event]).await?;
+        let record = self.get(client, uetr)?;
+        self.publish(record.clone());
+        Ok(record)
+    }
+
+    /// Sends a changed record to watchers and webhooks.
+    fn publish(&self, record: Remittance) {
+        if let (Some(webhooks), Role::Origin) = (&self.inner.webhooks, record.role) {
+            if webhooks.has_endpoint(&record.client_id) {
+                webhooks.enqueue(WebhookEvent {
+                    event_id: Uuid::new_v4().to_string(),
+                    client_id: record.client_id.clone(),
+                    uetr: record.uetr,
+                    status: record.status,
+                    created_at_ms: now_ms(),
+                    data: serde_json::to_value(crate::api::convert::remittance_json(&record)).unwrap_or_default(),
+                });
+            }
+        }
+        let _ = self.inner.updates.send(Arc::new(record));
+    }
+
+    /// Journals events, applies them, and publishes what changed.
+    async fn commit(&self, events: Vec<JournalEvent>) -> Result<(), JournalError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.inner.journal.append(events.clone()).await?;
+        let changed: Vec<Remittance> = {
+            let mut state = self.state();
+            let uetrs: Vec<Uetr> = events.into_iter().filter_map(|e| state.apply(e)).collect();
+            uetrs.iter().filter_map(|u| state.remittances.get(u).cloned()).collect()
+        };
+        for record in changed {
+            self.publish(record);
+        }
+        Ok(())
+    }
+
+    async fn commit_or_log(&self, events: Vec<JournalEvent>) {
+        if let Err(error) = self.commit(events).await {
+            warn!(%error, "journal append failed; the ledger follower will re-derive ledger states");
+        }
+    }
+
+    // ---- origin: submission ----
+
+    async fn run_submitter(self, mut rx: mpsc::UnboundedReceiver<Uetr>) {
+        let in_flight = Arc::new(Semaphore::new(SUBMITS_IN_FLIGHT_MAX));
+        loop {
+            let Some(first) = rx.recv().await else { return };
+            let mut uetrs = vec![first];
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(SUBMIT_BATCH_AGE_MS);
+            while uetrs.len() < SUBMIT_BATCH_MAX {
+                tokio::select! {
+                    next = rx.recv() => match next { Some(uetr) => uetrs.push(uetr), None => break },
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let engine = self.clone();
+            tokio::spawn(async move {
+                engine.submit(uetrs).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn submit(&self, uetrs: Vec<Uetr>) {
+        let now = now_ms();
+        let mut transfers = Vec::with_capacity(uetrs.len());
+        let mut envelopes: HashMap<ParticipantId, Vec<PaymentMessageEnvelope>> = HashMap::new();
+        let mut submitted = Vec::new();
+        {
+            let mut state = self.state();
+            for uetr in uetrs {
+                let Some(record) = state.remittances.get(&uetr) else { continue };
+                if !matches!(record.status, Status::Received | Status::Submitted) || record.role != Role::Origin {
+                    continue;
+                }
+                transfers.push(Transfer {
+                    uetr,
+                    origin: record.message.origin.clone(),
+                    destination: record.message.destination.clone(),
+                    amount: record.message.settlement_amount,
+                    payload_commitment: record.commitment,
+                    created_at_ms: record.message.created_at_ms,
+                });
+                if !record.message_delivered {
+                    envelopes.entry(record.message.destination.clone()).or_default().push(PaymentMessageEnvelope {
+                        uetr: uetr.as_bytes().to_vec(),
+                        origin: record.message.origin.to_string(),
+                        salt: record.salt.to_vec(),
+                        message: record.message.to_bytes(),
+                    });
+                }
+                let event = JournalEvent::Status {
+                    uetr,
+                    change: StatusChange::new(Status::Submitted, now, None, ""),
+                    ledger: None,
+                    payout_reference: None,
+                };
+                // In memory first, under the lock: a cancel can no longer win.
+                state.apply(event.clone());
+                submitted.push(event);
+            }
+        }
+        if transfers.is_empty() {
+            return;
+        }
+        let span = info_span!("remit.remittance.submit", transfers = transfers.len());
+        let uetrs: Vec<Uetr> = transfers.iter().map(|t| t.uetr).collect();
+        let journal = self.clone();
+        tokio::spawn(async move { journal.commit_or_log(submitted).await });
+        for (destination, batch) in envelopes {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.deliver_messages(destination, batch).await });
+        }
+        let config = &self.inner.config;
+        let batch = TransferBatch::sign(&config.chain_id, config.me.clone(), transfers, &config.signing_key);
+        let mut w = Writer::with_capacity(64 + batch.transfers.len() * 100);
+        batch.encode(&mut w);
+        let bytes = w.into_bytes();
+        let events = self.submit_with_retry(bytes, &uetrs).instrument(span).await;
+        self.commit_or_log(events).await;
+    }
+
+    async fn submit_with_retry(&self, bytes: Vec<u8>, uetrs: &[Uetr]) -> Vec<JournalEvent> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let request = SubmitBatchRequest { batch: bytes.clone(), forwarded: false };
+            match self.inner.ledger.proposer.submit(request).await {
+                Ok(reply) => return self.outcome_events(&reply, uetrs),
+                Err(status) if retryable(&status) => {
+                    debug!(code = ?status.code(), message = status.message(), "batch submit failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(status) => {
+                    warn!(code = ?status.code(), message = status.message(), "batch refused");
+                    let now = now_ms();
+                    return uetrs
+                        .iter()
+                        .map(|uetr| JournalEvent::Status {
+                            uetr: *uetr,
+                            change: StatusChange::new(Status::Rejected, now, Some("NARR"), status.message()),
+                            ledger: None,
+                            payout_reference: None,
+                        })
+                        .collect();
+                }
+            }
+        }
+    }
+
+    fn outcome_events(&self, reply: &remit_proto::v1::SubmitBatchReply, uetrs: &[Uetr]) -> Vec<JournalEvent> {
+        let now = now_ms();
+        let position = Digest32::from_hex(&hex::encode(&reply.block_hash))
+            .ok()
+            .map(|block_hash| LedgerPosition { height: Height(reply.height), block_hash });
+        let status_event = |uetr: Uetr, change: StatusChange, ledger: Option<LedgerPosition>| JournalEvent::Status {
+            uetr,
+            change,
+            ledger,
+            payout_reference: None,
+        };
+        if reply.batch_rejected {
+            return uetrs
+                .iter()
+                .map(|uetr| {
+                    let code = non_empty(&reply.batch_iso_code).unwrap_or("NARR");
+                    status_event(*uetr, StatusChange::new(Status::Rejected, now, Some(code), &reply.batch_reason), None)
+                })
+                .collect();
+        }
+        let mut events = Vec::with_capacity(uetrs.len());
+        for (uetr, result) in uetrs.iter().zip(&reply.results) {
+            if result.accepted {
+                events.push(status_event(*uetr, StatusChange::new(Status::Committed, now, None, ""), position));
+            } else if result.reason == reason_name(remit_settlement::RejectReason::DuplicateUetr) {
+                // An earlier attempt landed: the follower sets the position.
+                events.push(status_event(*uetr, StatusChange::new(Status::Committed, now, None, ""), None));
+            } else {
+                let code = non_empty(&result.iso_code).unwrap_or("NARR");
+                let change = StatusChange::new(Status::Rejected, now, Some(code), format!("ledger: {}", result.reason));
+                events.push(status_event(*uetr, change, position));
+            }
+        }
+        events
+    }
+
+    async fn deliver_messages(&self, destination: ParticipantId, envelopes: Vec<PaymentMessageEnvelope>) {
+        let Some(client) =
+            self.inner.config.gateways.get(&destination).and_then(|index| self.inner.ledger.peers.client(*index))
+        else {
+            warn!(%destination, "no address for the destination gateway; it will have to fetch the messages");
+            return;
+        };
+        let uetrs: Vec<Uetr> = envelopes.iter().filter_map(|e| uetr_from_bytes(&e.uetr)).collect();
+        let request = remit_proto::v1::DeliverPaymentMessagesRequest { messages: envelopes };
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..8 {
+            match client.clone().deliver_payment_messages(request.clone()).await {
+                Ok(_) => {
+                    let now = now_ms();
+                    let mut events: Vec<JournalEvent> =
+                        uetrs.iter().map(|uetr| JournalEvent::MessageDelivered { uetr: *uetr }).collect();
+                    // A remittance already final moves on to payout_pending.
+                    let state = self.state();
+                    for uetr in &uetrs {
+                        if state.remittances.get(uetr).is_some_and(|r| r.status == Status::Final) {
+                            events.push(payout_pending(*uetr, now));
+                        }
+                    }
+                    drop(state);
+                    self.commit_or_log(events).await;
+                    return;
+                }
+                Err(status) => {
+                    debug!(%destination, code = ?status.code(), "payment message delivery failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        warn!(%destination, count = uetrs.len(), "payment messages not delivered; the destination will fetch them");
+    }
+
+    // ---- peer side: messages ----
+
+    /// Stores payment messages pushed by an origin gateway (durable before
+    /// the reply), and pays out any certified transfer that was waiting.
+    pub async fn receive_messages(&self, envelopes: Vec<PaymentMessageEnvelope>) -> Result<usize, GrpcStatus> {
+        let mut messages = Vec::with_capacity(envelopes.len());
+        for (i, envelope) in envelopes.into_iter().enumerate() {
+            messages.push(inbox_message(envelope).map_err(|e| GrpcStatus::invalid_argument(format!("messages[{i}].{e}")))?);
+        }
+        let count = messages.len();
+        let events: Vec<JournalEvent> = messages.iter().cloned().map(|message| JournalEvent::Inbox { message }).collect();
+        self.commit(events).await.map_err(|e| GrpcStatus::unavailable(e.to_string()))?;
+        // Transfers certified before their message arrived.
+        let waiting: Vec<(InboxMessage, IncomingTransfer)> = {
+            let state = self.state();
+            messages.into_iter().filter_map(|m| state.incoming.get(&m.uetr).cloned().map(|t| (m, t))).collect()
+        };
+        for (message, incoming) in waiting {
+            if let Some(record) = self.verify_message(&incoming, &message) {
+                self.accept_incoming(record).await;
+            }
+        }
+        Ok(count)
+    }
+
+    /// The payment message of one of this gateway's remittances, for its
+    /// destination.
+    pub fn message_for(&self, uetr: &[u8], destination: &str) -> Result<Option<PaymentMessageEnvelope>, GrpcStatus> {
+        let uetr = uetr_from_bytes(uetr).ok_or_else(|| GrpcStatus::invalid_argument("uetr: expected 16 bytes"))?;
+        let state = self.state();
+        let Some(record) = state.remittances.get(&uetr) else { return Ok(None) };
+        if record.role != Role::Origin || record.message.destination.as_str() != destination {
+            return Err(GrpcStatus::permission_denied("uetr: not a remittance to that destination"));
+        }
+        Ok(Some(PaymentMessageEnvelope {
+            uetr: uetr.as_bytes().to_vec(),
+            origin: record.message.origin.to_string(),
+            salt: record.salt.to_vec(),
+            message: record.message.to_bytes(),
+        }))
+    }
+
+    // ---- both sides: the ledger follower ----
+
+    async fn run_follower(self) {
+        loop {
+            let (cursor, certified) = {
+                let cursor = self.state().cursor;
+                let certified = lock_chain(&self.inner.ledger.chain).certified_height().map_or(0, |h| h.0);
+                (cursor, certified)
+            };
+            if certified <= cursor {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            for height in cursor + 1..=certified.min(cursor + 64) {
+                let chain = self.inner.ledger.chain.clone();
+                let bytes = tokio::task::spawn_blocking(move || {
+                    lock_chain(&chain).store().block_bytes(Height(height)).ok().flatten()
+                })
+                .await
+                .ok()
+                .flatten();
+                // A block still missing after a snapshot install: wait for backfill.
+                let Some(block) = bytes.and_then(|b| Block::decode(&b).ok()) else { break };
+                let span = info_span!("remit.remittance.follow", height);
+                let (mut events, incoming) = self.scan_block(&block);
+                events.push(JournalEvent::Cursor { height });
+                if let Err(error) = self.commit(events).instrument(span).await {
+                    warn!(%error, height, "cannot record ledger progress; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break;
+                }
+                for (uetr, incoming) in incoming {
+                    let engine = self.clone();
+                    tokio::spawn(async move { engine.obtain_message(uetr, incoming).await });
+                }
+            }
+        }
+    }
+
+    /// Events for one certified block, and incoming transfers that still
+    /// need their message.
+    fn scan_block(&self, block: &Block) -> (Vec<JournalEvent>, Vec<(Uetr, IncomingTransfer)>) {
+        let me = &self.inner.config.me;
+        let now = now_ms();
+        let position = LedgerPosition { height: block.height(), block_hash: block.hash() };
+        let mut events = Vec::new();
+        let mut waiting = Vec::new();
+        let mut accepted_incoming = Vec::new();
+        let state = self.state();
+        for (entry, result) in block.entries.iter().zip(&block.results) {
+            let EntryResult::Batch { outcomes } = result else { continue };
+            match entry {
+                Entry::TransferBatch { batch } => {
+                    for (transfer, outcome) in batch.transfers.iter().zip(outcomes) {
+                        if *outcome != TransferOutcome::Accepted {
+                            continue;
+                        }
+                        if &transfer.origin == me {
+                            if let Some(record) = state.remittances.get(&transfer.uetr) {
+                                events.push(JournalEvent::Status {
+                                    uetr: transfer.uetr,
+                                    change: StatusChange::new(Status::Final, now, None, ""),
+                                    ledger: Some(position),
+                                    payout_reference: None,
+                                });
+                                if record.message_delivered {
+                                    events.push(payout_pending(transfer.uetr, now));
+                                }
+                            }
+                        } else if &transfer.destination == me && !state.remittances.contains_key(&transfer.uetr) {
+                            let incoming = IncomingTransfer {
+                                uetr: transfer.uetr,
+                                origin: transfer.origin.clone(),
+                                amount: transfer.amount,
+                                commitment: transfer.payload_commitment,
+                                ledger: position,
+                            };
+                            match state.inbox.get(&transfer.uetr).and_then(|m| self.verify_message(&incoming, m)) {
+                                Some(record) => accepted_incoming.push(record),
+                                None => {
+                                    events.push(JournalEvent::Incoming { transfer: incoming.clone() });
+                                    waiting.push((transfer.uetr, incoming));
+                                }
+                            }
+                        }
+                    }
+                }
+                other => {
+                    let role_of = |uetr: &Uetr| state.remittances.get(uetr).map(|r| r.role);
+                    super::reports::scan_reports(other, outcomes, me, &role_of, now, position, &mut events);
+                }
+            }
+        }
+        drop(state);
+        for record in accepted_incoming {
+            let uetr = record.uetr;
+            events.push(JournalEvent::Created { remittance: Box::new(record) });
+            let _ = self.inner.payout_tx.send(uetr);
+        }
+        (events, waiting)
+    }
+
+    /// The destination record for an incoming transfer if `message` is its
+    /// payment message (commitment, uetr, parties and amount all match).
+    fn verify_message(&self, incoming: &IncomingTransfer, message: &InboxMessage) -> Option<Remittance> {
+        let salt: [u8; 32] = message.salt.as_slice().try_into().ok()?;
+        if commitment(&salt, &message.message) != incoming.commitment {
+            warn!(uetr = %incoming.uetr, "payment message does not match the ledger commitment");
+            return None;
+        }
+        let parsed = PaymentMessage::from_bytes(&message.message).ok()?;
+        let matches = parsed.uetr == incoming.uetr
+            && parsed.origin == incoming.origin
+            && parsed.destination == self.inner.config.me
+            && parsed.settlement_amount == incoming.amount;
+        if !matches {
+            warn!(uetr = %incoming.uetr, "payment message contradicts its ledger transfer");
+            return None;
+        }
+        let now = now_ms();
+        Some(Remittance {
+            uetr: incoming.uetr,
+            role: Role::Destination,
+            client_id: String::new(),
+            idempotency_key: String::new(),
+            request_fingerprint: String::new(),
+            quote_id: None,
+            terms: None,
+            message: parsed,
+            salt,
+            commitment: incoming.commitment,
+            status: Status::Final,
+            history: vec![StatusChange::new(Status::Final, now, None, "")],
+            ledger: Some(incoming.ledger),
+            payout_reference: None,
+            message_delivered: true,
+        })
+    }
+
+    async fn accept_incoming(&self, record: Remittance) {
+        let uetr = record.uetr;
+        self.commit_or_log(vec![JournalEvent::Created { remittance: Box::new(record) }]).await;
+        let _ = self.inner.payout_tx.send(uetr);
+    }
+
+    /// Waits for the pushed message, then fetches it from the origin; gives
+    /// up with a return (MS03) when no valid message can be had.
+    async fn obtain_message(&self, uetr: Uetr, incoming: IncomingTransfer) {
+        let mut backoff = Duration::from_millis(200);
+        for _ in 0..MESSAGE_FETCH_ATTEMPTS_MAX {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+            if self.state().remittances.contains_key(&uetr) {
+                return;
+            }
+            let pushed = self.state().inbox.get(&uetr).cloned();
+            if let Some(record) = pushed.and_then(|m| self.verify_message(&incoming, &m)) {
+                self.accept_incoming(record).await;
+                return;
+            }
+            let Some(mut client) = self
+                .inner
+                .config
+                .gateways
+                .get(&incoming.origin)
+                .and_then(|index| self.inner.ledger.peers.client(*index))
+            else {
+                continue;
+            };
+            let request = remit_proto::v1::FetchPaymentMessageRequest {
+                uetr: uetr.as_bytes().to_vec(),
+                destination: self.inner.config.me.to_string(),
+            };
+            let Ok(reply) = client.fetch_payment_message(request).await else { continue };
+            let Some(envelope) = reply.into_inner().message else { continue };
+            let Ok(message) = inbox_message(envelope) else { continue };
+            if let Some(record) = self.verify_message(&incoming, &message) {
+                self.accept_incoming(record).await;
+                return;
+            }
+        }
+        warn!(%uetr, "no valid payment message; returning the transfer");
+        super::reports::queue_return_without_message(self, uetr);
+    }
+
+    // ---- destination: payout ----
+
+    async fn run_payouts(self, mut rx: mpsc::UnboundedReceiver<Uetr>) {
+        let limit = Arc::new(Semaphore::new(256));
+        while let Some(uetr) = rx.recv().await {
+            let Ok(permit) = limit.clone().acquire_owned().await else { return };
+            let engine = self.clone();
+            tokio::spawn(async move {
+                engine.pay_out(uetr).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn pay_out(&self, uetr: Uetr) {
+        let Some(record) = self.state().remittances.get(&uetr).cloned() else { return };
+        if record.role != Role::Destination || !matches!(record.status, Status::Final | Status::PayoutPending) {
+            return;
+        }
+        if super::reports::already_reported(self, &uetr) {
+            return;
+        }
+        if record.status == Status::Final {
+            // Durable before the bank is called: a restart pays again with
+            // the same uetr, which the adapter must treat idempotently.
+            self.commit_or_log(vec![payout_pending(uetr, now_ms())]).await;
+        }
+        let instruction = PayoutInstruction {
+            uetr,
+            origin: record.message.origin.clone(),
+            beneficiary: record.message.beneficiary.clone(),
+            amount: record.message.receive_amount,
+            purpose: record.message.purpose.clone(),
+            remittance_information: record.message.remittance_information.clone(),
+        };
+        let span = info_span!("remit.payout", %uetr, adapter = self.inner.payout.name());
+        let mut backoff = Duration::from_millis(500);
+        let outcome = loop {
+            match self.inner.payout.pay(&instruction).instrument(span.clone()).await {
+                PayoutResult::Failed { reason } => {
+                    debug!(%uetr, %reason, "payout failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                other => break other,
+            }
+        };
+        match outcome {
+            PayoutResult::Paid { reference } => {
+                let event = JournalEvent::Status {
+                    uetr,
+                    change: StatusChange::new(Status::PayoutPending, now_ms(), None, ""),
+                    ledger: None,
+                    payout_reference: Some(reference),
+                };
+                self.commit_or_log(vec![event]).await;
+                super::reports::queue_completed(self, uetr);
+            }
+            PayoutResult::Refused { reason_code, reason } => {
+                info!(%uetr, %reason_code, "payout refused; returning");
+                super::reports::queue_returned(self, uetr, &reason_code, &reason);
+            }
+            PayoutResult::Failed { .. } => {}
+        }
+    }
+
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn ledger(&self) -> &LedgerAccess {
+        &self.inner.ledger
+    }
+
+    pub(crate) fn report_sender(&self) -> &mpsc::UnboundedSender<super::reports::PendingReport> {
+        &self.inner.report_tx
+    }
+
+    /// Any remittance this gateway holds, origin or destination side.
+    pub fn record(&self, uetr: &Uetr) -> Option<Remittance> {
+        self.state().remittances.get(uetr).cloned()
+    }
+}
+
+fn payout_pending(uetr: Uetr, now: u64) -> JournalEvent {
+    JournalEvent::Status {
+        uetr,
+        change: StatusChange::new(Status::PayoutPending, now, None, ""),
+        ledger: None,
+        payout_reference: None,
+    }
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+/// Whether a failed submit may be retried with the same batch.
+pub fn retryable(status: &GrpcStatus) -> bool {
+    !matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied)
+}
+
+fn uetr_from_bytes(bytes: &[u8]) -> Option<Uetr> {
+    Uetr::from_bytes(bytes.try_into().ok()?).ok()
+}
+
+fn inbox_message(envelope: PaymentMessageEnvelope) -> Result<InboxMessage, String> {
+    let uetr = uetr_from_bytes(&envelope.uetr).ok_or("uetr: expected a 16-byte UUID v4")?;
+    let origin = ParticipantId::new(envelope.origin).map_err(|e| format!("origin: {e}"))?;
+    if envelope.salt.len() != 32 {
+        return Err("salt: expected 32 bytes".into());
+    }
+    if envelope.message.is_empty() || envelope.message.len() > PAYMENT_MESSAGE_BYTES_MAX {
+        return Err(format!("message: 1 to {PAYMENT_MESSAGE_BYTES_MAX} bytes"));
+    }
+    Ok(InboxMessage { uetr, origin, salt: envelope.salt, message: envelope.message })
+}
