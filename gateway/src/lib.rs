@@ -16,8 +16,10 @@ pub mod constants;
 pub mod devnet;
 pub mod metrics;
 pub mod node;
+pub mod payout;
 pub mod remittance;
 pub mod tls;
+pub mod webhook;
 
 /// Initialises tracing for a node: JSON (default) or text lines on stdout,
 /// filtered by `log.level` (overridden by `RUST_LOG`).
