@@ -1,3 +1,4 @@
+#![recursion_limit = "512"]
 //! The remit gateway: the node binary `remitd` (from the validator network
 //! issue on) and the operator CLI `remit`. Only `gateway` and `proto` know
 //! protobuf; everything else works on domain types.

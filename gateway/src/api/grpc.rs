@@ -20,20 +20,26 @@ pub struct RemittancesService {
     engine: Engine,
 }
 
-type Interceptor = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send + Sync>;
+/// Authenticates a call and records the client in its extensions.
+#[derive(Clone, Debug)]
+pub struct AuthInterceptor(Authenticator);
 
-/// The authenticated gRPC server.
-pub fn server(engine: Engine, auth: Authenticator) -> InterceptedService<RemittancesServer<RemittancesService>, Interceptor> {
-    let interceptor: Interceptor = Box::new(move |mut request: Request<()>| {
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (authorization, api_key) = (header("authorization"), header("x-api-key"));
-        let client = auth
+        let client = self
+            .0
             .authenticate(authorization.as_deref(), api_key.as_deref())
             .map_err(|e| convert::grpc_status(&e))?;
         request.extensions_mut().insert(client);
         Ok(request)
-    });
-    InterceptedService::new(RemittancesServer::new(RemittancesService { engine }), interceptor)
+    }
+}
+
+/// The authenticated gRPC server.
+pub fn server(engine: Engine, auth: Authenticator) -> InterceptedService<RemittancesServer<RemittancesService>, AuthInterceptor> {
+    InterceptedService::new(RemittancesServer::new(RemittancesService { engine }), AuthInterceptor(auth))
 }
 
 fn client<T>(request: &Request<T>) -> Result<String, Status> {

@@ -79,10 +79,13 @@ pub fn router(engine: Engine, auth: Authenticator) -> Router {
         .with_state(engine)
 }
 
+fn client_of(auth: &Authenticator, headers: &HeaderMap) -> Result<ClientId, RequestError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    auth.authenticate(header("authorization"), header("x-api-key"))
+}
+
 async fn authenticate(State(auth): State<Authenticator>, mut request: Request, next: Next) -> Response {
-    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (authorization, api_key) = (header("authorization"), header("x-api-key"));
-    match auth.authenticate(authorization.as_deref(), api_key.as_deref()) {
+    match client_of(&auth, request.headers()) {
         Ok(client) => {
             request.extensions_mut().insert(client);
             next.run(request).await

@@ -1028,13 +1028,14 @@ impl Engine {
                     let mut events: Vec<JournalEvent> =
                         uetrs.iter().map(|uetr| JournalEvent::MessageDelivered { uetr: *uetr }).collect();
                     // A remittance already final moves on to payout_pending.
-                    let state = self.state();
-                    for uetr in &uetrs {
-                        if state.remittances.get(uetr).is_some_and(|r| r.status == Status::Final) {
-                            events.push(payout_pending(*uetr, now));
+                    {
+                        let state = self.state();
+                        for uetr in &uetrs {
+                            if state.remittances.get(uetr).is_some_and(|r| r.status == Status::Final) {
+                                events.push(payout_pending(*uetr, now));
+                            }
                         }
                     }
-                    drop(state);
                     self.commit_or_log(events).await;
                     return;
                 }
