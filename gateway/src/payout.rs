@@ -114,7 +114,8 @@ impl PayoutResult {
 pub trait PayoutAdapter: Send + Sync + 'static {
     /// Pays (idempotent per `uetr`: paying the same uetr again must not credit
     /// twice and returns the first outcome).
-    fn pay<'a>(&'a self, instruction: &'a PayoutInstruction) -> Pin<Box<dyn Future<Output = PayoutResult> + Send + 'a>>;
+    fn pay<'a>(&'a self, instruction: &'a PayoutInstruction)
+        -> Pin<Box<dyn Future<Output = PayoutResult> + Send + 'a>>;
     /// Short name for logs and metrics ("simulated", "http").
     fn name(&self) -> &'static str;
 }
@@ -262,7 +263,8 @@ pub fn build_adapter(section: &PayoutSection) -> Result<Arc<dyn PayoutAdapter>, 
                 .clone()
                 .ok_or_else(|| PayoutConfigError::new("payout.url", "required when payout.adapter = \"http\""))?;
             let token = section.auth_token_file.as_ref().map(read_token_file).transpose()?;
-            let adapter = HttpPayoutAdapter::new(HttpPayoutConfig { url, bearer_token: token, timeout_ms: section.timeout_ms })?;
+            let adapter =
+                HttpPayoutAdapter::new(HttpPayoutConfig { url, bearer_token: token, timeout_ms: section.timeout_ms })?;
             Ok(Arc::new(adapter))
         }
     }
@@ -277,7 +279,10 @@ fn read_token_file(path: &PathBuf) -> Result<String, PayoutConfigError> {
         return Err(PayoutConfigError::new(key, format!("{} is empty", path.display())));
     }
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(PayoutConfigError::new(key, format!("{} holds characters a bearer token cannot have", path.display())));
+        return Err(PayoutConfigError::new(
+            key,
+            format!("{} holds characters a bearer token cannot have", path.display()),
+        ));
     }
     Ok(token.to_owned())
 }
@@ -364,7 +369,8 @@ impl SimulatedBook {
     /// A book holding the closed and blocked accounts of `policy`.
     pub fn new(policy: &SimulatedPolicy) -> Self {
         let mut book = Book::default();
-        let lists = [(&policy.closed_accounts, AccountState::Closed), (&policy.blocked_accounts, AccountState::Blocked)];
+        let lists =
+            [(&policy.closed_accounts, AccountState::Closed), (&policy.blocked_accounts, AccountState::Blocked)];
         for (accounts, state) in lists {
             for account in accounts {
                 book.accounts.insert(account.clone(), BookAccount { state, balances: HashMap::new() });
@@ -443,7 +449,10 @@ fn simulated_reference(uetr: Uetr) -> String {
 }
 
 impl PayoutAdapter for SimulatedBook {
-    fn pay<'a>(&'a self, instruction: &'a PayoutInstruction) -> Pin<Box<dyn Future<Output = PayoutResult> + Send + 'a>> {
+    fn pay<'a>(
+        &'a self,
+        instruction: &'a PayoutInstruction,
+    ) -> Pin<Box<dyn Future<Output = PayoutResult> + Send + 'a>> {
         let span = pay_span(self.name(), instruction);
         Box::pin(
             async move {
@@ -555,7 +564,10 @@ impl HttpPayoutAdapter {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|e| PayoutConfigError::new("payout.url", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(PayoutConfigError::new("payout.url", format!("scheme {:?} is not http or https", url.scheme())));
+            return Err(PayoutConfigError::new(
+                "payout.url",
+                format!("scheme {:?} is not http or https", url.scheme()),
+            ));
         }
         if !(1..=PAYOUT_TIMEOUT_MS_MAX).contains(&config.timeout_ms) {
             return Err(PayoutConfigError::new(
@@ -602,7 +614,10 @@ impl HttpPayoutAdapter {
 }
 
 impl PayoutAdapter for HttpPayoutAdapter {
-    fn pay<'a>(&'a self, instruction: &'a PayoutInstruction) -> Pin<Box<dyn Future<Output = PayoutResult> + Send + 'a>> {
+    fn pay<'a>(
+        &'a self,
+        instruction: &'a PayoutInstruction,
+    ) -> Pin<Box<dyn Future<Output = PayoutResult> + Send + 'a>> {
         let span = pay_span(self.name(), instruction);
         Box::pin(
             async move {
@@ -927,8 +942,16 @@ mod tests {
         check(200, r#"{"status":"paid","reference":"BK-1"}"#, paid.clone());
         check(201, r#"{"status":"paid","reference":"BK-1","extra":1}"#, paid);
         check(200, r#"{"status":"refused","reason_code":"AC04","reason":"closed"}"#, refused("AC04", "closed"));
-        check(422, r#"{"status":"refused","reason_code":"AC01","reason":"no such account"}"#, refused("AC01", "no such account"));
-        check(200, r#"{"status":"refused","reason_code":"ac04","reason":"x"}"#, failed("HTTP 200: refusal with an invalid reason code \"ac04\""));
+        check(
+            422,
+            r#"{"status":"refused","reason_code":"AC01","reason":"no such account"}"#,
+            refused("AC01", "no such account"),
+        );
+        check(
+            200,
+            r#"{"status":"refused","reason_code":"ac04","reason":"x"}"#,
+            failed("HTTP 200: refusal with an invalid reason code \"ac04\""),
+        );
         check(200, r#"{"status":"refused","reason":"x"}"#, failed("HTTP 200: refusal without a reason code"));
         check(200, r#"{"status":"paid"}"#, failed("HTTP 200: unexpected status \"paid\""));
         check(200, r#"{"status":"paid","reference":""}"#, failed("HTTP 200: paid without a usable reference"));
@@ -940,7 +963,11 @@ mod tests {
         check(404, "", failed("HTTP 404 Not Found"));
         check(429, "", failed("HTTP 429 Too Many Requests"));
         check(302, "", failed("HTTP 302 Found"));
-        check(500, r#"{"status":"refused","reason_code":"AC04","reason":"x"}"#, failed("HTTP 500 Internal Server Error"));
+        check(
+            500,
+            r#"{"status":"refused","reason_code":"AC04","reason":"x"}"#,
+            failed("HTTP 500 Internal Server Error"),
+        );
         check(503, "", failed("HTTP 503 Service Unavailable"));
     }
 
@@ -967,14 +994,25 @@ mod tests {
     /// A bank on 127.0.0.1 whose routes answer paid, refused, 500 and slowly.
     async fn test_bank() -> (String, Arc<Seen>) {
         type Shared = State<Arc<Seen>>;
-        async fn paid(State(seen): Shared, headers: HeaderMap, Json(body): Json<serde_json::Value>) -> Json<serde_json::Value> {
+        async fn paid(
+            State(seen): Shared,
+            headers: HeaderMap,
+            Json(body): Json<serde_json::Value>,
+        ) -> Json<serde_json::Value> {
             let reference = format!("BK-{}", body["uetr"].as_str().unwrap_or("")[..8].to_owned());
             record(&seen, &headers, body).await;
             Json(serde_json::json!({"status": "paid", "reference": reference}))
         }
-        async fn refused(State(seen): Shared, headers: HeaderMap, Json(body): Json<serde_json::Value>) -> (StatusCode, Json<serde_json::Value>) {
+        async fn refused(
+            State(seen): Shared,
+            headers: HeaderMap,
+            Json(body): Json<serde_json::Value>,
+        ) -> (StatusCode, Json<serde_json::Value>) {
             record(&seen, &headers, body).await;
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"status": "refused", "reason_code": "AC04", "reason": "account closed"})))
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(serde_json::json!({"status": "refused", "reason_code": "AC04", "reason": "account closed"})),
+            )
         }
         async fn broken(State(seen): Shared, headers: HeaderMap, Json(body): Json<serde_json::Value>) -> StatusCode {
             record(&seen, &headers, body).await;
@@ -1035,7 +1073,14 @@ mod tests {
         assert_eq!(body["origin"], "gw-us");
         let beneficiary: Party = serde_json::from_value(body["beneficiary"].clone()).expect("party json");
         assert_eq!(beneficiary, order.beneficiary);
-        assert!(!format!("{adapter:?}").contains("s3cr3t"), "{adapter:?}");
+        let direct = HttpPayoutAdapter::new(HttpPayoutConfig {
+            url: format!("{base}/paid"),
+            bearer_token: Some("s3cr3t-token".to_owned()),
+            timeout_ms: 2_000,
+        })
+        .expect("valid config");
+        let shown = format!("{direct:?}");
+        assert!(!shown.contains("s3cr3t") && shown.contains("***"), "{shown}");
     }
 
     #[tokio::test]

@@ -136,7 +136,13 @@ pub fn sign(secret: &[u8], timestamp_s: u64, body: &[u8]) -> String {
 /// more `v1=` signatures (several during a secret rotation; unknown keys are
 /// ignored). Accepts when a `v1` matches, compared in constant time, and the
 /// timestamp is within `tolerance_s` of `now_s` either way.
-pub fn verify(secret: &[u8], header: &str, body: &[u8], now_s: u64, tolerance_s: u64) -> Result<(), WebhookVerifyError> {
+pub fn verify(
+    secret: &[u8],
+    header: &str,
+    body: &[u8],
+    now_s: u64,
+    tolerance_s: u64,
+) -> Result<(), WebhookVerifyError> {
     let (timestamp_s, signatures) = parse_signature_header(header)?;
     let authentic = signatures.iter().any(|tag| mac(secret, timestamp_s, body).verify_slice(tag).is_ok());
     if !authentic {
@@ -261,8 +267,21 @@ pub struct WebhookEvent {
 
 impl WebhookEvent {
     /// An event with a fresh random id.
-    pub fn new(client_id: impl Into<String>, uetr: Uetr, status: Status, created_at_ms: u64, data: serde_json::Value) -> Self {
-        Self { event_id: uuid::Uuid::new_v4().to_string(), client_id: client_id.into(), uetr, status, created_at_ms, data }
+    pub fn new(
+        client_id: impl Into<String>,
+        uetr: Uetr,
+        status: Status,
+        created_at_ms: u64,
+        data: serde_json::Value,
+    ) -> Self {
+        Self {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            client_id: client_id.into(),
+            uetr,
+            status,
+            created_at_ms,
+            data,
+        }
     }
 }
 
@@ -854,7 +873,13 @@ mod tests {
     }
 
     fn event(client_id: &str, uetr: Uetr, status: Status) -> WebhookEvent {
-        WebhookEvent::new(client_id, uetr, status, 1_700_000_000_000, serde_json::json!({"uetr": uetr, "status": status}))
+        WebhookEvent::new(
+            client_id,
+            uetr,
+            status,
+            1_700_000_000_000,
+            serde_json::json!({"uetr": uetr, "status": status}),
+        )
     }
 
     /// One request as the receiver saw it.
@@ -893,7 +918,8 @@ mod tests {
                 StatusCode::OK
             }
         }
-        let state = Arc::new(Receiver { fail_first, delay, count: AtomicUsize::new(0), received: Mutex::new(Vec::new()) });
+        let state =
+            Arc::new(Receiver { fail_first, delay, count: AtomicUsize::new(0), received: Mutex::new(Vec::new()) });
         let app = Router::new().route("/hook", post(hook)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
@@ -956,7 +982,12 @@ mod tests {
         check(SECRET, &header[header.find(',').expect("comma") + 1..], body, Err(malformed("no t")));
         check(SECRET, &format!("t=abc,v1={}", "00".repeat(32)), body, Err(malformed("t is not a number of seconds")));
         check(SECRET, &format!("t=-5,v1={}", "00".repeat(32)), body, Err(malformed("t is not a number of seconds")));
-        check(SECRET, &format!("t=99999999999999999999,v1={}", "00".repeat(32)), body, Err(malformed("t is out of range")));
+        check(
+            SECRET,
+            &format!("t=99999999999999999999,v1={}", "00".repeat(32)),
+            body,
+            Err(malformed("t is out of range")),
+        );
         check(SECRET, &format!("t=1,t=2,v1={}", "00".repeat(32)), body, Err(malformed("more than one t")));
         check(SECRET, &format!("t={now},v1=zz"), body, Err(malformed("v1 is not 64 hex digits")));
         check(SECRET, &format!("t={now},v1={}", "00".repeat(31)), body, Err(malformed("v1 is not 64 hex digits")));
@@ -975,7 +1006,10 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_max() {
         let policy = RetryPolicy::default();
-        assert_eq!(policy, RetryPolicy { attempts_max: 8, backoff_initial_ms: 500, backoff_max_ms: 60_000, timeout_ms: 5_000 });
+        assert_eq!(
+            policy,
+            RetryPolicy { attempts_max: 8, backoff_initial_ms: 500, backoff_max_ms: 60_000, timeout_ms: 5_000 }
+        );
         let waits: Vec<u64> = (1..=9).map(|n| policy.backoff_ms(n)).collect();
         assert_eq!(waits, [500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000]);
         assert_eq!(policy.backoff_ms(u32::MAX), 60_000);
@@ -983,7 +1017,8 @@ mod tests {
             let delay = with_jitter(1_000);
             assert!((1_000..=1_100).contains(&delay), "{delay}");
         }
-        let clamped = RetryPolicy { attempts_max: 0, backoff_initial_ms: 0, backoff_max_ms: 0, timeout_ms: 0 }.clamped();
+        let clamped =
+            RetryPolicy { attempts_max: 0, backoff_initial_ms: 0, backoff_max_ms: 0, timeout_ms: 0 }.clamped();
         assert_eq!(clamped, RetryPolicy { attempts_max: 1, backoff_initial_ms: 1, backoff_max_ms: 1, timeout_ms: 1 });
     }
 
@@ -993,12 +1028,16 @@ mod tests {
         let shown = format!("{endpoint:?}");
         assert!(shown.contains("https://hooks.example.com"), "{shown}");
         assert!(!shown.contains("whsec") && !shown.contains("abc123"), "{shown}");
-        let dispatcher = WebhookDispatcher::new(HashMap::from([("c1".to_owned(), endpoint)]), None, RetryPolicy::default());
+        let dispatcher =
+            WebhookDispatcher::new(HashMap::from([("c1".to_owned(), endpoint)]), None, RetryPolicy::default());
         assert!(!format!("{dispatcher:?}").contains("whsec"));
         let shown = format!("{:?}", event("c1", Uetr::new_random(), Status::Completed));
         assert!(!shown.contains("data"), "{shown}");
 
-        assert_eq!(WebhookEndpoint::new("https://x", b"short".to_vec()).map(|_| ()), Err(WebhookEndpointError::SecretTooShort));
+        assert_eq!(
+            WebhookEndpoint::new("https://x", b"short".to_vec()).map(|_| ()),
+            Err(WebhookEndpointError::SecretTooShort)
+        );
         assert!(matches!(WebhookEndpoint::new("ftp://x", SECRET), Err(WebhookEndpointError::Url(_))));
         assert!(matches!(WebhookEndpoint::new("not a url", SECRET), Err(WebhookEndpointError::Url(_))));
     }
@@ -1090,7 +1129,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("local addr");
         drop(listener);
-        let dispatcher = WebhookDispatcher::new(endpoints(&[("c1", &format!("http://{addr}/hook"))]), None, fast_policy(3));
+        let dispatcher =
+            WebhookDispatcher::new(endpoints(&[("c1", &format!("http://{addr}/hook"))]), None, fast_policy(3));
         dispatcher.enqueue(event("c1", Uetr::new_random(), Status::Returned));
         let worker = dispatcher.spawn();
         wait_until("the failure", || finished(&dispatcher, "c1", 1)).await;
@@ -1153,7 +1193,19 @@ mod tests {
             drop(dispatcher);
             db.flush().expect("flush");
         }
-        let db = sled::open(dir.path()).expect("reopen sled");
+        // sled releases its file lock from its flusher thread shortly after
+        // the last handle is dropped, so the reopen may have to wait a little.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let db = loop {
+            match sled::open(dir.path()) {
+                Ok(db) => break db,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "sled still locked; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("reopen sled: {e}"),
+            }
+        };
         let tree = db.open_tree("webhook_pending").expect("open tree");
         let dispatcher = WebhookDispatcher::new(endpoints(&[("c1", &url)]), Some(tree.clone()), fast_policy(3));
         let records = dispatcher.deliveries("c1", 10);
@@ -1175,11 +1227,16 @@ mod tests {
     async fn pending_events_of_unknown_clients_are_dropped_on_restore() {
         let db = sled::Config::new().temporary(true).open().expect("temporary sled");
         let tree = db.open_tree("webhook_pending").expect("open tree");
-        let first = WebhookDispatcher::new(endpoints(&[("gone", "http://127.0.0.1:9/hook")]), Some(tree.clone()), fast_policy(1));
+        let first = WebhookDispatcher::new(
+            endpoints(&[("gone", "http://127.0.0.1:9/hook")]),
+            Some(tree.clone()),
+            fast_policy(1),
+        );
         first.enqueue(event("gone", Uetr::new_random(), Status::Completed));
         drop(first);
         assert_eq!(tree.len(), 1);
-        let second = WebhookDispatcher::new(endpoints(&[("c1", "http://127.0.0.1:9/hook")]), Some(tree.clone()), fast_policy(1));
+        let second =
+            WebhookDispatcher::new(endpoints(&[("c1", "http://127.0.0.1:9/hook")]), Some(tree.clone()), fast_policy(1));
         assert!(tree.is_empty());
         assert!(second.deliveries("gone", 10).is_empty());
     }
