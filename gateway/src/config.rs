@@ -331,9 +331,7 @@ impl NodeConfig {
         if self.raft.snapshot_every_blocks < 2 {
             return Err(key_error("raft.snapshot_every_blocks", "must be at least 2"));
         }
-        if self.remittance.quote_ttl_ms == 0
-            || self.remittance.quote_ttl_ms > crate::remittance::QUOTE_TTL_MS_MAX
-        {
+        if self.remittance.quote_ttl_ms == 0 || self.remittance.quote_ttl_ms > crate::remittance::QUOTE_TTL_MS_MAX {
             return Err(key_error(
                 "remittance.quote_ttl_ms",
                 format!("must be 1 to {}", crate::remittance::QUOTE_TTL_MS_MAX),

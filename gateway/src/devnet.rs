@@ -205,10 +205,11 @@ pub fn prepare(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<DevnetNode
     prepare_with_keys(options).map(|(network, nodes, _)| (network, nodes))
 }
 
+/// Participant -> the devnet wallet client's API key.
+pub type ApiKeys = std::collections::BTreeMap<String, String>;
+
 /// [`prepare`], also returning participant -> wallet API key.
-pub fn prepare_with_keys(
-    options: &DevnetOptions,
-) -> Result<(NetworkConfig, Vec<DevnetNode>, std::collections::BTreeMap<String, String>), DevnetError> {
+pub fn prepare_with_keys(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<DevnetNode>, ApiKeys), DevnetError> {
     let keys = options.dir.join(KEYS_SUBDIR);
     let network_path = keys.join(NETWORK_FILE);
     if !network_path.exists() {
@@ -294,7 +295,10 @@ pub fn prepare_with_keys(
                 rates_file: Some(rates_path.clone()),
                 ..RemittanceSection::default()
             },
-            payout: PayoutSection { closed_accounts: vec![DEVNET_CLOSED_ACCOUNT.to_owned()], ..PayoutSection::default() },
+            payout: PayoutSection {
+                closed_accounts: vec![DEVNET_CLOSED_ACCOUNT.to_owned()],
+                ..PayoutSection::default()
+            },
         };
         api_keys.insert(name.clone(), api_key);
         let config_path = node_dir.join("node.toml");

@@ -326,8 +326,7 @@ impl Network {
                 NodeProcess { devnet, env, log, child: None }
             })
             .collect();
-        let mut net =
-            Self {
+        let mut net = Self {
             dir: Some(dir),
             network,
             keys_dir,

@@ -268,10 +268,7 @@ pub fn list_filter(request: &pb::ListRemittancesRequest) -> Result<ListFilter, R
                 RequestError::invalid(
                     &format!("status[{i}]"),
                     None,
-                    format!(
-                        "unknown status {part:?}; one of {}",
-                        Status::ALL.map(Status::as_str).join(", ")
-                    ),
+                    format!("unknown status {part:?}; one of {}", Status::ALL.map(Status::as_str).join(", ")),
                 )
             })?);
         }

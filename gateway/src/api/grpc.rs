@@ -28,17 +28,18 @@ impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (authorization, api_key) = (header("authorization"), header("x-api-key"));
-        let client = self
-            .0
-            .authenticate(authorization.as_deref(), api_key.as_deref())
-            .map_err(|e| convert::grpc_status(&e))?;
+        let client =
+            self.0.authenticate(authorization.as_deref(), api_key.as_deref()).map_err(|e| convert::grpc_status(&e))?;
         request.extensions_mut().insert(client);
         Ok(request)
     }
 }
 
 /// The authenticated gRPC server.
-pub fn server(engine: Engine, auth: Authenticator) -> InterceptedService<RemittancesServer<RemittancesService>, AuthInterceptor> {
+pub fn server(
+    engine: Engine,
+    auth: Authenticator,
+) -> InterceptedService<RemittancesServer<RemittancesService>, AuthInterceptor> {
     InterceptedService::new(RemittancesServer::new(RemittancesService { engine }), AuthInterceptor(auth))
 }
 
@@ -57,7 +58,11 @@ fn status(error: RequestError) -> Status {
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Remittance, Status>> + Send>>;
 
 impl RemittancesService {
-    async fn submit_all(&self, client: &str, requests: Vec<pb::CreateRemittanceRequest>) -> pb::SubmitRemittancesResponse {
+    async fn submit_all(
+        &self,
+        client: &str,
+        requests: Vec<pb::CreateRemittanceRequest>,
+    ) -> pb::SubmitRemittancesResponse {
         let mut slots: Vec<Option<pb::SubmitResult>> = Vec::with_capacity(requests.len());
         let mut inputs = Vec::new();
         let mut positions = Vec::new();
@@ -74,7 +79,9 @@ impl RemittancesService {
         let results = self.engine.create_many(client, inputs).await;
         for (position, result) in positions.into_iter().zip(results) {
             slots[position] = Some(match result {
-                Ok(record) => pb::SubmitResult { remittance: Some(convert::remittance_json(&record)), ..Default::default() },
+                Ok(record) => {
+                    pb::SubmitResult { remittance: Some(convert::remittance_json(&record)), ..Default::default() }
+                }
                 Err(error) => convert::submit_error(&error),
             });
         }

@@ -46,7 +46,11 @@ pub fn router(engine: Engine, auth: Authenticator) -> axum::Router {
 }
 
 /// Binds and serves the API until the task is dropped.
-pub async fn serve(listen: SocketAddr, engine: Engine, auth: Authenticator) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    listen: SocketAddr,
+    engine: Engine,
+    auth: Authenticator,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let app = router(engine, auth);
     info!(%listen, "wallet API listening (gRPC and REST)");

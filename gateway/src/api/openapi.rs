@@ -54,8 +54,19 @@ fn uetr_parameter() -> Value {
 
 /// The document.
 pub fn document() -> Value {
-    let statuses = json!(["received", "compliance_hold", "rejected", "submitted", "committed", "final",
-        "payout_pending", "completed", "returned", "expired", "cancelled"]);
+    let statuses = json!([
+        "received",
+        "compliance_hold",
+        "rejected",
+        "submitted",
+        "committed",
+        "final",
+        "payout_pending",
+        "completed",
+        "returned",
+        "expired",
+        "cancelled"
+    ]);
     json!({
         "openapi": "3.1.0",
         "info": {

@@ -116,12 +116,9 @@ async fn create_remittance(
     // The conventional Idempotency-Key header works as well as the body field.
     if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         if !body.idempotency_key.is_empty() && body.idempotency_key != key {
-            return Err(RequestError::invalid(
-                "idempotency_key",
-                None,
-                "differs from the Idempotency-Key header",
-            )
-            .into());
+            return Err(
+                RequestError::invalid("idempotency_key", None, "differs from the Idempotency-Key header").into()
+            );
         }
         body.idempotency_key = key.to_owned();
     }
@@ -156,7 +153,9 @@ async fn submit_remittances(
     let results = engine.create_many(&client.0, inputs).await;
     for (position, result) in positions.into_iter().zip(results) {
         slots[position] = Some(match result {
-            Ok(record) => pb::SubmitResult { remittance: Some(convert::remittance_json(&record)), ..Default::default() },
+            Ok(record) => {
+                pb::SubmitResult { remittance: Some(convert::remittance_json(&record)), ..Default::default() }
+            }
             Err(error) => convert::submit_error(&error),
         });
     }

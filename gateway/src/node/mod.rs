@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use openraft::{BasicNode, Config, SnapshotPolicy};
+use remit_compliance::PassThrough;
 use remit_proto::v1::peer_server::PeerServer;
 use remit_settlement::chain::Chain;
-use remit_compliance::PassThrough;
 use remit_settlement::network::{load_identity_key, load_validator_key, NetworkConfig};
 use remit_settlement::replica::state_machine::lock;
 use remit_settlement::replica::{AppliedBlock, LedgerStateMachine, Raft, SharedChain, SledRaftLog};
@@ -25,12 +25,12 @@ use tracing::{info, warn};
 
 use crate::api::auth::Authenticator;
 use crate::config::NodeConfig;
-use crate::remittance::engine::{Engine, EngineConfig, LedgerAccess};
-use crate::remittance::{Corridors, FileRateSource, RateSource, RateTable, StaticRates};
-use crate::webhook::{RetryPolicy, WebhookDispatcher, WebhookEndpoint};
 use crate::constants::{GRPC_MESSAGE_BYTES_MAX, RAFT_APPEND_ENTRIES_MAX};
 use crate::metrics::Metrics;
+use crate::remittance::engine::{Engine, EngineConfig, LedgerAccess};
+use crate::remittance::{Corridors, FileRateSource, RateSource, RateTable, StaticRates};
 use crate::tls::NodeTls;
+use crate::webhook::{RetryPolicy, WebhookDispatcher, WebhookEndpoint};
 use certifier::{Certifier, CertifierEvent};
 use peers::Peers;
 use proposer::Proposer;
@@ -191,9 +191,10 @@ impl Node {
             }
         }
 
-        let service = PeerServer::new(PeerService::new(raft.clone(), chain.clone(), proposer, certifier_tx, engine.clone()))
-            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        let service =
+            PeerServer::new(PeerService::new(raft.clone(), chain.clone(), proposer, certifier_tx, engine.clone()))
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &tls {
             builder = builder.tls_config(tls.server()).map_err(|e| NodeError::Server(e.to_string()))?;
@@ -212,7 +213,13 @@ impl Node {
         let http_listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|e| NodeError::Server(format!("config key `http.listen` ({}): {e}", config.http.listen)))?;
-        let mut app = http::router(http::HttpState { raft: raft.clone(), chain: chain.clone(), metrics, me, engine: engine.clone() });
+        let mut app = http::router(http::HttpState {
+            raft: raft.clone(),
+            chain: chain.clone(),
+            metrics,
+            me,
+            engine: engine.clone(),
+        });
         if let Some(wallet_api) = wallet_api {
             app = app.merge(wallet_api);
         }
@@ -264,9 +271,9 @@ fn start_engine(
         None => Corridors::from_config(&Default::default()).map_err(setup)?,
     };
     let rates: Arc<dyn RateSource> = match &section.rates_file {
-        Some(path) => Arc::new(
-            FileRateSource::open(path).map_err(|e| setup(format!("config key `remittance.rates_file`: {e}")))?,
-        ),
+        Some(path) => {
+            Arc::new(FileRateSource::open(path).map_err(|e| setup(format!("config key `remittance.rates_file`: {e}")))?)
+        }
         None => Arc::new(StaticRates::new(RateTable::new(iso_currency::Currency::USD))),
     };
     let gateways: HashMap<ParticipantId, u64> =

@@ -7,8 +7,9 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use remit_proto::v1::peer_server::Peer;
 use remit_proto::v1::{
     CertificateMessage, DeliverPaymentMessagesReply, DeliverPaymentMessagesRequest, EncodedBlock,
-    FetchPaymentMessageReply, FetchPaymentMessageRequest, GetBlocksRequest, GetBlocksResponse, GetTipRequest, GetTipResponse, GossipAck,
-    RaftReply, RaftRequest, ShareMessage, SubmitBatchReply, SubmitBatchRequest, SubmitReportsRequest,
+    FetchPaymentMessageReply, FetchPaymentMessageRequest, GetBlocksRequest, GetBlocksResponse, GetTipRequest,
+    GetTipResponse, GossipAck, RaftReply, RaftRequest, ShareMessage, SubmitBatchReply, SubmitBatchRequest,
+    SubmitReportsRequest,
 };
 use remit_settlement::ids::Height;
 use remit_settlement::replica::state_machine::lock;
@@ -20,8 +21,8 @@ use tracing::{info_span, Instrument};
 
 use super::certifier::CertifierEvent;
 use super::proposer::Proposer;
-use crate::remittance::engine::Engine;
 use crate::constants::GET_BLOCKS_LIMIT_MAX;
+use crate::remittance::engine::Engine;
 
 /// The service of one node.
 #[derive(Clone)]
@@ -142,7 +143,10 @@ impl Peer for PeerService {
         }))
     }
 
-    async fn submit_reports(&self, request: Request<SubmitReportsRequest>) -> Result<Response<SubmitBatchReply>, Status> {
+    async fn submit_reports(
+        &self,
+        request: Request<SubmitReportsRequest>,
+    ) -> Result<Response<SubmitBatchReply>, Status> {
         let request = request.into_inner();
         let span = info_span!("remit.peer.submit_reports", bytes = request.batch.len(), forwarded = request.forwarded);
         self.proposer.submit_reports(request).instrument(span).await.map(Response::new)

@@ -244,8 +244,7 @@ impl State {
                     return None;
                 }
                 if remittance.role == Role::Origin {
-                    self.idempotency
-                        .insert((remittance.client_id.clone(), remittance.idempotency_key.clone()), uetr);
+                    self.idempotency.insert((remittance.client_id.clone(), remittance.idempotency_key.clone()), uetr);
                     self.by_client
                         .entry(remittance.client_id.clone())
                         .or_default()
@@ -424,8 +423,8 @@ impl Engine {
         for event in events {
             state.apply(event);
         }
-        let quotes = QuoteBook::new(config.quote_ttl_ms)
-            .map_err(|e| JournalError::Corrupt { seq: 0, reason: e.to_string() })?;
+        let quotes =
+            QuoteBook::new(config.quote_ttl_ms).map_err(|e| JournalError::Corrupt { seq: 0, reason: e.to_string() })?;
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (payout_tx, payout_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
@@ -723,10 +722,9 @@ impl Engine {
         let uetr: Uetr =
             uetr.parse().map_err(|_| RequestError::invalid("uetr", None, "not a UETR (UUID version 4)"))?;
         let state = self.state();
-        let record = state
-            .remittances
-            .get(&uetr)
-            .ok_or_else(|| RequestError::new(ErrorKind::NotFound, Some("uetr"), None, format!("no remittance {uetr}")))?;
+        let record = state.remittances.get(&uetr).ok_or_else(|| {
+            RequestError::new(ErrorKind::NotFound, Some("uetr"), None, format!("no remittance {uetr}"))
+        })?;
         if record.role != Role::Origin || record.client_id != client {
             return Err(RequestError::new(
                 ErrorKind::PermissionDenied,
@@ -745,7 +743,10 @@ impl Engine {
                 let parsed = token
                     .split_once('_')
                     .and_then(|(at, uetr)| Some((at.parse::<u64>().ok()?, uetr.parse::<Uetr>().ok()?)));
-                Some(parsed.ok_or_else(|| RequestError::invalid("page_token", None, "not a token from a previous page"))?)
+                Some(
+                    parsed
+                        .ok_or_else(|| RequestError::invalid("page_token", None, "not a token from a previous page"))?,
+                )
             }
             _ => None,
         };
@@ -1056,10 +1057,12 @@ impl Engine {
     pub async fn receive_messages(&self, envelopes: Vec<PaymentMessageEnvelope>) -> Result<usize, GrpcStatus> {
         let mut messages = Vec::with_capacity(envelopes.len());
         for (i, envelope) in envelopes.into_iter().enumerate() {
-            messages.push(inbox_message(envelope).map_err(|e| GrpcStatus::invalid_argument(format!("messages[{i}].{e}")))?);
+            messages
+                .push(inbox_message(envelope).map_err(|e| GrpcStatus::invalid_argument(format!("messages[{i}].{e}")))?);
         }
         let count = messages.len();
-        let events: Vec<JournalEvent> = messages.iter().cloned().map(|message| JournalEvent::Inbox { message }).collect();
+        let events: Vec<JournalEvent> =
+            messages.iter().cloned().map(|message| JournalEvent::Inbox { message }).collect();
         self.commit(events).await.map_err(|e| GrpcStatus::unavailable(e.to_string()))?;
         // Transfers certified before their message arrived.
         let waiting: Vec<(InboxMessage, IncomingTransfer)> = {

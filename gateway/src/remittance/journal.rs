@@ -133,10 +133,11 @@ impl Journal {
         let mut next_seq = 0u64;
         for item in tree.iter() {
             let (key, value) = item?;
-            let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| JournalError::Corrupt {
-                seq: next_seq,
-                reason: "key is not 8 bytes".into(),
-            })?);
+            let seq = u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| JournalError::Corrupt { seq: next_seq, reason: "key is not 8 bytes".into() })?,
+            );
             let group: Vec<JournalEvent> =
                 serde_json::from_slice(&value).map_err(|e| JournalError::Corrupt { seq, reason: e.to_string() })?;
             events.extend(group);

@@ -357,13 +357,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut Party)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Party)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 Box::new(|p| p.person = Person::NaturalPerson(NaturalPersonName::default_empty())),
                 "originator.natural_person.primary_name",
             ),
             (Box::new(|p| p.account.value = "+12".into()), "originator.account.value"),
-            (Box::new(|p| p.account = Account { scheme: AccountScheme::Iban, value: "GB82WEST12345698765433".into() }), "originator.account.value"),
+            (
+                Box::new(|p| {
+                    p.account = Account { scheme: AccountScheme::Iban, value: "GB82WEST12345698765433".into() }
+                }),
+                "originator.account.value",
+            ),
             (Box::new(|p| p.country = "XX1".into()), "originator.country"),
             (Box::new(|p| p.date_of_birth = Some("1990-02-30".into())), "originator.date_of_birth"),
             (Box::new(|p| p.person = Person::LegalPerson { name: " Acme".into() }), "originator.legal_person.name"),

@@ -869,6 +869,7 @@ mod tests {
             fixed_fee: minor(fixed_fee_minor, currencies.0),
             fee_percent: Decimal::new(i64::from(fee_percent_bp), 2).to_string(),
             fx_margin_percent: Decimal::new(i64::from(margin_bp), 2).to_string(),
+            destination_participant: None,
         }
     }
 

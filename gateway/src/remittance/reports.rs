@@ -30,7 +30,8 @@ pub struct PendingReport {
 
 /// Queues a completion report.
 pub(crate) fn queue_completed(engine: &Engine, uetr: Uetr) {
-    let _ = engine.report_sender().send(PendingReport { uetr, outcome: PayoutOutcome::Completed, reason: String::new() });
+    let _ =
+        engine.report_sender().send(PendingReport { uetr, outcome: PayoutOutcome::Completed, reason: String::new() });
 }
 
 /// Queues a return report with an ISO 20022 return reason; an invalid code

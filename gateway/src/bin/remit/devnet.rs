@@ -16,7 +16,8 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use remit_gateway::devnet::{
-    prepare_with_keys, DevnetFile, DevnetNode, DevnetOptions, DEFAULT_BASE_PORT, DEVNET_FILE, HTTP_PORT_OFFSET, KEYS_SUBDIR,
+    prepare_with_keys, DevnetFile, DevnetNode, DevnetOptions, DEFAULT_BASE_PORT, DEVNET_FILE, HTTP_PORT_OFFSET,
+    KEYS_SUBDIR,
 };
 use remit_settlement::network::{Keyring, NETWORK_FILE};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};

@@ -89,9 +89,10 @@ pub fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let channel = Endpoint::from_shared(node.api_url.clone())?.connect().await.with_context(|| {
-            format!("connecting to {} at {}; is the devnet running?", node.name, node.api_url)
-        })?;
+        let channel = Endpoint::from_shared(node.api_url.clone())?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {} at {}; is the devnet running?", node.name, node.api_url))?;
         let bearer: MetadataValue<_> = format!("Bearer {key}").parse()?;
         let mut client = RemittancesClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
             request.metadata_mut().insert("authorization", bearer.clone());
@@ -143,5 +144,10 @@ fn is_terminal(status: &str) -> bool {
 
 fn status_error(status: tonic::Status) -> anyhow::Error {
     let field = status.metadata().get("remit-field").and_then(|v| v.to_str().ok()).unwrap_or("");
-    anyhow::anyhow!("{:?}: {}{}", status.code(), status.message(), if field.is_empty() { String::new() } else { format!(" (field {field})") })
+    anyhow::anyhow!(
+        "{:?}: {}{}",
+        status.code(),
+        status.message(),
+        if field.is_empty() { String::new() } else { format!(" (field {field})") }
+    )
 }
