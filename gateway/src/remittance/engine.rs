@@ -1118,12 +1118,15 @@ impl Engine {
                 // A block still missing after a snapshot install: wait for backfill.
                 let Some(block) = bytes.and_then(|b| Block::decode(&b).ok()) else { break };
                 let span = info_span!("remit.remittance.follow", height);
-                let (mut events, incoming) = self.scan_block(&block);
+                let (mut events, incoming, payable) = self.scan_block(&block);
                 events.push(JournalEvent::Cursor { height });
                 if let Err(error) = self.commit(events).instrument(span).await {
                     warn!(%error, height, "cannot record ledger progress; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     break;
+                }
+                for uetr in payable {
+                    let _ = self.inner.payout_tx.send(uetr);
                 }
                 for (uetr, incoming) in incoming {
                     let engine = self.clone();
@@ -1133,9 +1136,11 @@ impl Engine {
         }
     }
 
-    /// Events for one certified block, and incoming transfers that still
-    /// need their message.
-    fn scan_block(&self, block: &Block) -> (Vec<JournalEvent>, Vec<(Uetr, IncomingTransfer)>) {
+    /// Events for one certified block, incoming transfers that still need
+    /// their message, and incoming transfers ready to pay once the events are
+    /// recorded.
+    #[allow(clippy::type_complexity)]
+    fn scan_block(&self, block: &Block) -> (Vec<JournalEvent>, Vec<(Uetr, IncomingTransfer)>, Vec<Uetr>) {
         let me = &self.inner.config.me;
         let now = now_ms();
         let position = LedgerPosition { height: block.height(), block_hash: block.hash() };
@@ -1188,12 +1193,12 @@ impl Engine {
             }
         }
         drop(state);
+        let mut payable = Vec::with_capacity(accepted_incoming.len());
         for record in accepted_incoming {
-            let uetr = record.uetr;
+            payable.push(record.uetr);
             events.push(JournalEvent::Created { remittance: Box::new(record) });
-            let _ = self.inner.payout_tx.send(uetr);
         }
-        (events, waiting)
+        (events, waiting, payable)
     }
 
     /// The destination record for an incoming transfer if `message` is its
