@@ -72,6 +72,7 @@ fn create(quote_id: &str, key: &str, beneficiary_account: &str) -> pb::CreateRem
         purpose: "FAMI".into(),
         idempotency_key: key.into(),
         remittance_information: "rent".into(),
+        quote: None,
     }
 }
 

@@ -199,11 +199,20 @@ pub fn party_pb(party: &Party) -> pb::Party {
 
 /// Parses a create request.
 pub fn create_input(request: &pb::CreateRemittanceRequest) -> Result<CreateInput, RequestError> {
-    if request.quote_id.is_empty() {
-        return Err(RequestError::invalid("quote_id", None, "is required"));
+    let price = match &request.quote {
+        Some(quote) => Some(quote_request(quote).map_err(|mut e| {
+            e.field = e.field.map(|f| format!("quote.{f}"));
+            e.message = format!("quote.{}", e.message);
+            e
+        })?),
+        None => None,
+    };
+    if request.quote_id.is_empty() && price.is_none() {
+        return Err(RequestError::invalid("quote_id", None, "is required (or give quote)"));
     }
     Ok(CreateInput {
         quote_id: request.quote_id.clone(),
+        price,
         originator: party(request.originator.as_ref(), "originator")?,
         beneficiary: party(request.beneficiary.as_ref(), "beneficiary")?,
         purpose: request.purpose.clone(),

@@ -57,7 +57,7 @@ pub const SUBMIT_BATCH_MAX: usize = 4_096;
 /// Longest a remittance waits for its batch to fill.
 pub const SUBMIT_BATCH_AGE_MS: u64 = 10;
 /// Transfer batches in flight to the ledger at once.
-pub const SUBMITS_IN_FLIGHT_MAX: usize = 16;
+pub const SUBMITS_IN_FLIGHT_MAX: usize = 64;
 /// Remittances accepted by one batch submit call.
 pub const SUBMIT_MANY_MAX: usize = 1_000;
 /// Longest idempotency key.
@@ -171,8 +171,10 @@ impl From<JournalError> for RequestError {
 /// A create request, already parsed from the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreateInput {
-    /// The quote to take.
+    /// The quote to take; empty when `price` is given.
     pub quote_id: String,
+    /// Price at the current rates instead of taking a quote.
+    pub price: Option<QuoteRequest>,
     /// Who sends.
     pub originator: Party,
     /// Who receives.
@@ -348,6 +350,7 @@ fn fingerprint(input: &CreateInput) -> String {
     let mut hasher = Sha256::new();
     for part in [
         input.quote_id.as_bytes(),
+        format!("{:?}", input.price).as_bytes(),
         &serde_json::to_vec(&input.originator).unwrap_or_default(),
         &serde_json::to_vec(&input.beneficiary).unwrap_or_default(),
         input.purpose.as_bytes(),
@@ -359,7 +362,7 @@ fn fingerprint(input: &CreateInput) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn validate_input(input: &CreateInput) -> Result<QuoteId, RequestError> {
+fn validate_input(input: &CreateInput) -> Result<Option<QuoteId>, RequestError> {
     let key = &input.idempotency_key;
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(RequestError::invalid(
@@ -368,9 +371,15 @@ fn validate_input(input: &CreateInput) -> Result<QuoteId, RequestError> {
             format!("must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} printable ASCII characters without spaces"),
         ));
     }
-    let quote_id = Uuid::parse_str(&input.quote_id)
-        .map(QuoteId::from_uuid)
-        .map_err(|_| RequestError::invalid("quote_id", None, "not a quote id (UUID)"))?;
+    let quote_id = match (&input.price, input.quote_id.is_empty()) {
+        (Some(_), true) => None,
+        (Some(_), false) => return Err(RequestError::invalid("quote", None, "give quote_id or quote, not both")),
+        (None, _) => Some(
+            Uuid::parse_str(&input.quote_id)
+                .map(QuoteId::from_uuid)
+                .map_err(|_| RequestError::invalid("quote_id", None, "not a quote id (UUID)"))?,
+        ),
+    };
     input
         .originator
         .validate("originator")
@@ -596,14 +605,28 @@ impl Engine {
         &self,
         client: &str,
         input: &CreateInput,
-        quote_id: QuoteId,
+        quote_id: Option<QuoteId>,
         uetr: Uetr,
         fingerprint: String,
         now: u64,
     ) -> Result<Remittance, RequestError> {
         let config = &self.inner.config;
         // Check the corridor before consuming the quote.
-        let quote = self.inner.quotes.peek(quote_id, now)?;
+        let quote = match (quote_id, &input.price) {
+            (Some(id), _) => self.inner.quotes.peek(id, now)?,
+            (None, Some(request)) => {
+                let terms = quote::quote(&config.corridors, config.rates.as_ref(), request).map_err(|e| {
+                    let mut error = RequestError::from(e);
+                    if let Some(field) = &error.field {
+                        error.field = Some(format!("quote.{field}"));
+                        error.message = format!("quote.{}", error.message);
+                    }
+                    error
+                })?;
+                Quote { id: QuoteId::from_uuid(Uuid::new_v4()), terms, issued_at_unix_ms: now, expires_at_unix_ms: now }
+            }
+            (None, None) => return Err(RequestError::invalid("quote_id", None, "is required")),
+        };
         let corridor = config.corridors.get(&quote.terms.corridor, "quote_id")?;
         let destination = corridor.destination_participant().cloned().ok_or_else(|| {
             RequestError::new(
@@ -621,7 +644,10 @@ impl Engine {
                 "quote_id: this gateway pays out the corridor itself; on-us payments are not remittances",
             ));
         }
-        let quote = self.inner.quotes.take(quote_id, now)?;
+        let quote = match quote_id {
+            Some(id) => self.inner.quotes.take(id, now)?,
+            None => quote,
+        };
         let terms = quote.terms;
         let message = PaymentMessage {
             uetr,
@@ -1107,6 +1133,11 @@ impl Engine {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
+            // Every certified block available, recorded in one journal append.
+            let mut events = Vec::new();
+            let mut waiting = Vec::new();
+            let mut payable = Vec::new();
+            let mut reached = cursor;
             for height in cursor + 1..=certified.min(cursor + 64) {
                 let chain = self.inner.ledger.chain.clone();
                 let bytes = tokio::task::spawn_blocking(move || {
@@ -1117,21 +1148,29 @@ impl Engine {
                 .flatten();
                 // A block still missing after a snapshot install: wait for backfill.
                 let Some(block) = bytes.and_then(|b| Block::decode(&b).ok()) else { break };
-                let span = info_span!("remit.remittance.follow", height);
-                let (mut events, incoming, payable) = self.scan_block(&block);
-                events.push(JournalEvent::Cursor { height });
-                if let Err(error) = self.commit(events).instrument(span).await {
-                    warn!(%error, height, "cannot record ledger progress; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    break;
-                }
-                for uetr in payable {
-                    let _ = self.inner.payout_tx.send(uetr);
-                }
-                for (uetr, incoming) in incoming {
-                    let engine = self.clone();
-                    tokio::spawn(async move { engine.obtain_message(uetr, incoming).await });
-                }
+                let (block_events, block_waiting, block_payable) = self.scan_block(&block);
+                events.extend(block_events);
+                waiting.extend(block_waiting);
+                payable.extend(block_payable);
+                reached = height;
+            }
+            if reached == cursor {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            events.push(JournalEvent::Cursor { height: reached });
+            let span = info_span!("remit.remittance.follow", from = cursor + 1, to = reached);
+            if let Err(error) = self.commit(events).instrument(span).await {
+                warn!(%error, reached, "cannot record ledger progress; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            for uetr in payable {
+                let _ = self.inner.payout_tx.send(uetr);
+            }
+            for (uetr, incoming) in waiting {
+                let engine = self.clone();
+                tokio::spawn(async move { engine.obtain_message(uetr, incoming).await });
             }
         }
     }

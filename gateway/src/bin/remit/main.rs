@@ -5,6 +5,7 @@ mod bench;
 mod devnet;
 mod ledger;
 mod load;
+mod remittance_load;
 mod send;
 
 use std::path::PathBuf;
@@ -37,11 +38,23 @@ enum Command {
     Devnet(devnet::DevnetArgs),
     /// Send one remittance through a devnet and wait for its final status.
     Send(send::SendArgs),
+    /// Remittance tools.
+    Remittances {
+        #[command(subcommand)]
+        command: RemittancesCommand,
+    },
     /// Audit, export, benchmark and load the settlement ledger.
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RemittancesCommand {
+    /// Drive remittances through every gateway of a devnet with the batch
+    /// submit call and report throughput and create-to-final latency.
+    Load(remittance_load::RemittanceLoadArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +95,7 @@ fn main() -> ExitCode {
         Command::Keygen { validators, out, force } => ledger::keygen(validators, &out, force),
         Command::Devnet(args) => devnet::run(&args),
         Command::Send(args) => send::run(&args),
+        Command::Remittances { command: RemittancesCommand::Load(args) } => remittance_load::run(&args),
         Command::Ledger { command } => match command {
             LedgerCommand::Verify { dir: Some(dir), .. } => ledger::verify_dir(&dir),
             LedgerCommand::Verify { chain: Some(chain), network: Some(network), .. } => {

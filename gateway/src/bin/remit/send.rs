@@ -106,6 +106,7 @@ pub fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
             purpose: "FAMI".into(),
             idempotency_key: uuid::Uuid::new_v4().to_string(),
             remittance_information: "remit send".into(),
+            quote: None,
         };
         let created = client.create_remittance(create).await.map_err(status_error)?.into_inner();
         let watch = pb::WatchRemittanceRequest { uetr: created.uetr.clone() };

@@ -1,0 +1,272 @@
+//! `remit remittances load`: drives remittances through every gateway of a
+//! devnet with the batch submit call (SubmitRemittances, priced inline at
+//! current rates), then reads each remittance's status history back and
+//! reports throughput and create-to-final / create-to-completed latencies.
+//! Latencies come from the gateways' own timestamps (received -> final),
+//! so the client's scheduling does not distort them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use remit_gateway::devnet::{local_currency, DevnetFile};
+use remit_proto::v1 as pb;
+use remit_proto::v1::remittances_client::RemittancesClient;
+use remit_settlement::network::NetworkConfig;
+use tokio::sync::Semaphore;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Args, Debug)]
+pub struct RemittanceLoadArgs {
+    /// Devnet directory (holds devnet.json).
+    #[arg(long)]
+    devnet: PathBuf,
+    /// Remittances to send in all.
+    #[arg(long, default_value_t = 100_000)]
+    total: usize,
+    /// Target remittances per second over all gateways (0: as fast as possible).
+    #[arg(long, default_value_t = 20_000.0)]
+    rate: f64,
+    /// Remittances per SubmitRemittances call.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Calls in flight per gateway.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Seed of the traffic (destinations and amounts).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long to wait for every remittance to finish after the last send.
+    #[arg(long, default_value_t = 120)]
+    settle_secs: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Auth(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Client = RemittancesClient<InterceptedService<Channel, Auth>>;
+
+struct Gateway {
+    name: String,
+    country: String,
+    currency: String,
+    client: Client,
+}
+
+fn party(primary: &str, account: String, country: &str) -> pb::Party {
+    pb::Party {
+        natural_person: Some(pb::NaturalPersonName { primary_name: primary.into(), secondary_name: "Load".into() }),
+        account: Some(pb::Account { scheme: "account_number".into(), value: account }),
+        country: country.into(),
+        ..Default::default()
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+pub fn run(args: &RemittanceLoadArgs) -> anyhow::Result<ExitCode> {
+    if args.batch == 0 || args.batch > 1_000 || args.concurrency == 0 {
+        bail!("--batch must be 1 to 1000 and --concurrency positive");
+    }
+    let devnet = DevnetFile::load(&args.devnet)?;
+    let network = NetworkConfig::load(&devnet.network).with_context(|| devnet.network.display().to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(drive(args, devnet, network))
+}
+
+async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkConfig) -> anyhow::Result<ExitCode> {
+    let mut gateways = Vec::new();
+    for node in &devnet.nodes {
+        let Some(key) = devnet.api_keys.get(&node.name) else { continue };
+        let participant = network
+            .participants
+            .iter()
+            .find(|p| p.id.as_str() == node.name)
+            .with_context(|| format!("{} is not in network.json", node.name))?;
+        let channel = Endpoint::from_shared(node.api_url.clone())?
+            .timeout(Duration::from_secs(60))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {} at {}", node.name, node.api_url))?;
+        let auth = Auth(format!("Bearer {key}").parse()?);
+        gateways.push(Gateway {
+            name: node.name.clone(),
+            country: participant.country.to_string(),
+            currency: local_currency(participant).code().to_owned(),
+            client: RemittancesClient::with_interceptor(channel, auth)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        });
+    }
+    if gateways.len() < 2 {
+        bail!("devnet.json lists fewer than two gateways with API keys");
+    }
+    let gateways = Arc::new(gateways);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let batches = args.total.div_ceil(args.batch);
+    let interval = if args.rate > 0.0 { Duration::from_secs_f64(args.batch as f64 / args.rate) } else { Duration::ZERO };
+    let limits: Vec<Arc<Semaphore>> = gateways.iter().map(|_| Arc::new(Semaphore::new(args.concurrency))).collect();
+    eprintln!(
+        "remittances load: {} remittances in {batches} calls of {} over {} gateways, target {} /s",
+        args.total,
+        args.batch,
+        gateways.len(),
+        args.rate
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(batches);
+    for b in 0..batches {
+        let origin = b % gateways.len();
+        let count = args.batch.min(args.total - b * args.batch);
+        let source = &gateways[origin];
+        let requests: Vec<pb::CreateRemittanceRequest> = (0..count)
+            .map(|i| {
+                let mut destination = rng.gen_range(0..gateways.len() - 1);
+                if destination >= origin {
+                    destination += 1;
+                }
+                let target = &gateways[destination];
+                let amount = format!("{}", rng.gen_range(20..2_000));
+                pb::CreateRemittanceRequest {
+                    quote_id: String::new(),
+                    quote: Some(pb::CreateQuoteRequest {
+                        source_country: source.country.clone(),
+                        source_currency: source.currency.clone(),
+                        destination_country: target.country.clone(),
+                        destination_currency: target.currency.clone(),
+                        send_amount: Some(pb::Amount { value: amount, currency: source.currency.clone() }),
+                        receive_amount: None,
+                    }),
+                    originator: Some(party("Sender", format!("S{b}X{i}"), &source.country)),
+                    beneficiary: Some(party("Receiver", format!("R{b}X{i}"), &target.country)),
+                    purpose: "FAMI".into(),
+                    idempotency_key: format!("load-{}-{b}-{i}", args.seed),
+                    remittance_information: String::new(),
+                }
+            })
+            .collect();
+        if !interval.is_zero() {
+            let due = started + interval.mul_f64(b as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = limits[origin].clone().acquire_owned().await?;
+        let mut client = source.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = client.submit_remittances(pb::SubmitRemittancesRequest { remittances: requests }).await;
+            drop(permit);
+            reply.map(|r| r.into_inner())
+        }));
+    }
+    let mut accepted = 0usize;
+    let mut refused = 0usize;
+    let mut first_error = None;
+    for task in tasks {
+        match task.await? {
+            Ok(reply) => {
+                for result in reply.results {
+                    if result.remittance.is_some() {
+                        accepted += 1;
+                    } else {
+                        refused += 1;
+                        first_error.get_or_insert(format!("{} {}", result.error_code, result.error_message));
+                    }
+                }
+            }
+            Err(status) => {
+                refused += args.batch;
+                first_error.get_or_insert(format!("{:?} {}", status.code(), status.message()));
+            }
+        }
+    }
+    let submitted_in = started.elapsed();
+    eprintln!(
+        "remittances load: {accepted} accepted, {refused} refused in {:.1} s ({:.0}/s offered){}",
+        submitted_in.as_secs_f64(),
+        (accepted + refused) as f64 / submitted_in.as_secs_f64(),
+        first_error.map(|e| format!("; first refusal: {e}")).unwrap_or_default()
+    );
+    // Wait until nothing is in flight on any gateway.
+    let deadline = Instant::now() + Duration::from_secs(args.settle_secs);
+    loop {
+        let mut open = 0usize;
+        for gateway in gateways.iter() {
+            let request = pb::ListRemittancesRequest {
+                status: vec!["received,submitted,committed,final,payout_pending".into()],
+                page_size: 1,
+                ..Default::default()
+            };
+            open += gateway.client.clone().list_remittances(request).await?.into_inner().remittances.len();
+        }
+        if open == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("remittances still open after {} s", args.settle_secs);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Read every remittance's history back.
+    let mut to_final = Vec::with_capacity(accepted);
+    let mut to_completed = Vec::with_capacity(accepted);
+    let (mut first_received, mut last_final) = (u64::MAX, 0u64);
+    let mut by_status = std::collections::BTreeMap::<String, usize>::new();
+    for gateway in gateways.iter() {
+        let mut token = String::new();
+        loop {
+            let request = pb::ListRemittancesRequest { page_size: 500, page_token: token.clone(), ..Default::default() };
+            let page = gateway.client.clone().list_remittances(request).await?.into_inner();
+            for remittance in &page.remittances {
+                *by_status.entry(remittance.status.clone()).or_default() += 1;
+                let at = |status: &str| remittance.history.iter().find(|c| c.status == status).map(|c| c.at_ms);
+                let Some(received) = at("received") else { continue };
+                first_received = first_received.min(received);
+                if let Some(final_at) = at("final") {
+                    to_final.push(final_at.saturating_sub(received));
+                    last_final = last_final.max(final_at);
+                }
+                if let Some(done) = at("completed") {
+                    to_completed.push(done.saturating_sub(received));
+                }
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        eprintln!("remittances load: read back {}", gateway.name);
+    }
+    to_final.sort_unstable();
+    to_completed.sort_unstable();
+    let span_s = last_final.saturating_sub(first_received).max(1) as f64 / 1000.0;
+    let summary = serde_json::json!({
+        "accepted": accepted,
+        "refused": refused,
+        "statuses": by_status,
+        "final_per_second": (to_final.len() as f64 / span_s).round(),
+        "create_to_final_ms": {"p50": percentile(&to_final, 50.0), "p90": percentile(&to_final, 90.0),
+            "p99": percentile(&to_final, 99.0), "max": to_final.last().copied().unwrap_or(0)},
+        "create_to_completed_ms": {"p50": percentile(&to_completed, 50.0), "p90": percentile(&to_completed, 90.0),
+            "p99": percentile(&to_completed, 99.0), "max": to_completed.last().copied().unwrap_or(0)},
+    });
+    println!("{summary}");
+    Ok(if refused == 0 && to_final.len() == accepted { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
