@@ -147,12 +147,16 @@ pub fn decode_block_payouts(bytes: &[u8]) -> Result<Vec<(Uetr, PayoutState)>, De
     Ok(changes)
 }
 
-/// Encodes the whole index: every record with its height and payout state.
+/// Encodes the whole index: every record with its height and payout state,
+/// sorted by UETR so that equal indexes have equal encodings whatever the
+/// hash-map order they come from.
 pub fn encode_index<'a>(records: impl ExactSizeIterator<Item = (&'a Uetr, &'a AppliedTransfer)>) -> Vec<u8> {
-    let mut w = Writer::with_capacity(APPLIED_INDEX_TAG.len() + 8 + records.len() * (INDEX_RECORD_BYTES_MIN + 4));
+    let mut sorted: Vec<(&Uetr, &AppliedTransfer)> = records.collect();
+    sorted.sort_unstable_by_key(|(uetr, _)| **uetr);
+    let mut w = Writer::with_capacity(APPLIED_INDEX_TAG.len() + 8 + sorted.len() * (INDEX_RECORD_BYTES_MIN + 4));
     w.raw(APPLIED_INDEX_TAG);
-    w.u64(records.len() as u64);
-    for (uetr, record) in records {
+    w.u64(sorted.len() as u64);
+    for (uetr, record) in sorted {
         w.raw(uetr.as_bytes());
         w.u64(record.height.0);
         record.encode_transfer(&mut w);

@@ -16,12 +16,14 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 use iso_currency::Currency;
+use remit_settlement::applied::encode_index;
 use remit_settlement::block::{BLOCK_ENCODING_TAG, BLOCK_FORMAT_VERSION};
 use remit_settlement::certify::CertificationMessage;
 use remit_settlement::hash::{hash_with_domain, Digest32};
 use remit_settlement::{
     Block, BlockProposal, ChainId, CountryCode, Entry, EntryResult, Height, LedgerState, Money, OriginKey, Participant,
-    ParticipantId, ParticipantStatus, RejectReason, SignatureCheck, Transfer, TransferBatch, TransferOutcome, Uetr,
+    ParticipantId, ParticipantStatus, PayoutOutcome, PayoutReport, PayoutReportBatch, PayoutState, RejectReason,
+    ReturnReason, SignatureCheck, Transfer, TransferBatch, TransferOutcome, Uetr,
 };
 use rust_decimal::Decimal;
 
@@ -41,8 +43,20 @@ const BATCH_SIGNING_DIGEST: &str = "e3bbe22b91bc15d8699a21e2c31db904793367665c2f
 /// SHA-256 of the certification message validators sign for block 1.
 const BLOCK1_CERT_MESSAGE_SHA256: &str = "ab785839ded9fbbc396612bec40cf19cc1228d49ad3c7a82735505c23c24703c";
 
+/// Block 2: payout reports (completions, returns and every report rejection).
+const BLOCK2_HASH: &str = "17f82220d2ce6a832327f1308f24fcbd54ec11e974d917bea9e4f2a92988b675";
+/// SHA-256 of the whole canonical encoding of block 2.
+const BLOCK2_ENCODING_SHA256: &str = "8f6b3ab78858e0444ad56c40c831b1ab06213d43f433412540829f6810e723da";
+/// The digest `bank-c` signs for its report batch in block 2.
+const REPORTS_SIGNING_DIGEST: &str = "4c490d19362e6f3b81a6a0e611be8bc103ff40d352027bd3abd2540f01e990a0";
+/// SHA-256 of the state snapshot (`REMIT_STATE_SNAPSHOT_V2`) after block 2.
+const BLOCK2_STATE_SNAPSHOT_SHA256: &str = "d50db3f2c8ba64aff98719c9503f8d109e90421f0e9fa55df7d3c2c0da6dc566";
+/// SHA-256 of the applied-transfer index encoding (`REMIT_APPLIED_INDEX_V1`) after block 2.
+const BLOCK2_APPLIED_INDEX_SHA256: &str = "5627bc2a566cb8b2c5dc5c8c25252b5aedfce2dcf00157494612366f6d60546b";
+
 const GENESIS_TIME_MS: u64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
 const BLOCK1_TIME_MS: u64 = GENESIS_TIME_MS + 60_000;
+const BLOCK2_TIME_MS: u64 = BLOCK1_TIME_MS + 60_000;
 
 fn chain_id() -> ChainId {
     ChainId::new("remit-conformance-v1").expect("valid")
@@ -268,4 +282,97 @@ fn truncated_or_padded_encodings_fail() {
         versioned[BLOCK_ENCODING_TAG.len() + 1] = 2;
         assert_eq!(Block::decode(&versioned).expect_err("wrong version").reason, "unsupported block format version 2");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Payout reports (block 2), pinned apart so that block 1's pins stay as they were.
+
+const A1: &str = "0b8a6f1e-2c3d-4e5f-8a6b-7c8d9e0f1a01";
+const A2: &str = "0b8a6f1e-2c3d-4e5f-8a6b-7c8d9e0f1a02";
+const B1: &str = "0b8a6f1e-2c3d-4e5f-9a6b-7c8d9e0f1b01";
+
+fn report(uetr: &str, returned: Option<&str>) -> PayoutReport {
+    let outcome = match returned {
+        Some(code) => PayoutOutcome::Returned { reason: ReturnReason::new(code).expect("valid") },
+        None => PayoutOutcome::Completed,
+    };
+    PayoutReport { uetr: uetr.parse().expect("v4 uuid"), outcome }
+}
+
+fn reports_c() -> PayoutReportBatch {
+    PayoutReportBatch::sign(
+        &chain_id(),
+        id("bank-c"),
+        vec![report(B1, Some("AC04")), report(A1, None), report(A2, None)],
+        &key(0x33),
+    )
+}
+
+fn build2() -> (Block, LedgerState) {
+    let (_, block1, mut state) = build();
+    let entries = vec![
+        // bank-b is suspended since block 1, and still reports.
+        Entry::PayoutReports {
+            batch: PayoutReportBatch::sign(
+                &chain_id(),
+                id("bank-b"),
+                vec![report(A1, None), report(A1, Some("AC04"))],
+                &key(0x22),
+            ),
+        },
+        Entry::PayoutReports { batch: reports_c() },
+        Entry::PayoutReports {
+            batch: PayoutReportBatch::sign(&chain_id(), id("bank-z"), vec![report(B1, None)], &key(0x44)),
+        },
+    ];
+    let proposal = BlockProposal { height: Height(2), prev_hash: block1.hash(), timestamp_ms: BLOCK2_TIME_MS, entries };
+    let block2 = state.apply(proposal, SignatureCheck::Verify).expect("block 2 applies");
+    (block2, state)
+}
+
+#[test]
+fn sample_report_outcomes_are_as_designed() {
+    let (block2, state) = build2();
+    use RejectReason::*;
+    use TransferOutcome::*;
+    assert_eq!(
+        block2.results,
+        vec![
+            EntryResult::Batch { outcomes: vec![Accepted, Rejected(AlreadyReported)] },
+            EntryResult::Batch { outcomes: vec![Accepted, Rejected(NotDestination), Rejected(UnknownTransfer)] },
+            EntryResult::Rejected { reason: UnknownReporter },
+        ]
+    );
+    let h = &block2.header;
+    assert_eq!((h.entry_count, h.transfer_count, h.accepted_count), (3, 0, 0));
+    let payout = |uetr: &str| state.payout_state(&uetr.parse().expect("v4 uuid"));
+    assert_eq!(payout(A1), Some(PayoutState::Completed));
+    assert_eq!(payout(B1), Some(PayoutState::Returned(ReturnReason::new("AC04").expect("valid"))));
+    assert_eq!(state.position(&id("bank-b"), Currency::USD).to_string(), "1234.56");
+    assert_eq!(state.position(&id("bank-c"), Currency::USD).to_string(), "0.00");
+}
+
+#[test]
+fn pinned_report_hashes() {
+    let (block2, state) = build2();
+    let pins: [(&str, String, String); 5] = [
+        ("BLOCK2_HASH", block2.hash().to_hex(), BLOCK2_HASH.into()),
+        ("BLOCK2_ENCODING_SHA256", sha256(&block2.encode()), BLOCK2_ENCODING_SHA256.into()),
+        ("REPORTS_SIGNING_DIGEST", reports_c().signing_digest(&chain_id()).to_hex(), REPORTS_SIGNING_DIGEST.into()),
+        ("BLOCK2_STATE_SNAPSHOT_SHA256", sha256(&state.encode_snapshot()), BLOCK2_STATE_SNAPSHOT_SHA256.into()),
+        (
+            "BLOCK2_APPLIED_INDEX_SHA256",
+            sha256(&encode_index(state.applied_transfers())),
+            BLOCK2_APPLIED_INDEX_SHA256.into(),
+        ),
+    ];
+    let mismatched: Vec<&str> = pins.iter().filter(|(_, got, want)| got != want).map(|(name, _, _)| *name).collect();
+    let current: Vec<String> = pins.iter().map(|(name, got, _)| format!("{name} = {got}")).collect();
+    assert!(
+        mismatched.is_empty(),
+        "encoding changed ({mismatched:?}); if deliberate, see the module comment. Current values:\n{}",
+        current.join("\n")
+    );
+    let decoded = Block::decode(&block2.encode()).expect("round trip");
+    assert_eq!(decoded, block2);
 }

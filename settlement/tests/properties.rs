@@ -1,7 +1,8 @@
 //! Property tests of the ledger state machine: conservation and agreement
 //! with an independent model over random streams of valid and invalid
-//! transfers, determinism, duplicate-UETR idempotency, the exact net debit cap
-//! boundary per currency, and amount precision.
+//! transfers and payout reports (completions and returns), determinism,
+//! duplicate-UETR idempotency, the exact net debit cap boundary per currency,
+//! and amount precision.
 
 mod common;
 
@@ -14,8 +15,8 @@ use proptest::sample::Index;
 use remit_settlement::block::TransferOutcome;
 use remit_settlement::constants::CREATED_AT_SKEW_MS_MAX;
 use remit_settlement::{
-    Block, Entry, EntryResult, Height, LedgerState, Money, MoneyError, ParticipantStatus, RejectReason, SignatureCheck,
-    Transfer, TransferBatch, Uetr,
+    Block, Entry, EntryResult, Height, LedgerState, Money, MoneyError, ParticipantStatus, PayoutOutcome,
+    PayoutReportBatch, PayoutState, RejectReason, SignatureCheck, Transfer, TransferBatch, Uetr,
 };
 use rust_decimal::Decimal;
 
@@ -49,9 +50,36 @@ struct TransferSpec {
 }
 
 #[derive(Debug, Clone)]
+struct ReportSpec {
+    /// Which earlier generated transfer (accepted or not) is reported on.
+    target: Index,
+    /// A return (with one of [`RETURN_REASONS`]) rather than a completion.
+    returned: Option<usize>,
+}
+
+/// Return reasons drawn by the generator.
+const RETURN_REASONS: [&str; 3] = ["AC04", "AM09", "MS03"];
+
+#[derive(Debug, Clone)]
 enum Op {
-    Batch { origin: usize, transfers: Vec<TransferSpec>, signature: SignatureMode },
-    SetStatus { participant: usize, suspended: bool },
+    Batch {
+        origin: usize,
+        transfers: Vec<TransferSpec>,
+        signature: SignatureMode,
+    },
+    SetStatus {
+        participant: usize,
+        suspended: bool,
+    },
+    /// Reports from `reporter`, or when `None` from the destination the first
+    /// target was generated with (the later targets are then drawn among the
+    /// transfers generated for that destination, so most reports are by the
+    /// right participant).
+    Reports {
+        reporter: Option<usize>,
+        reports: Vec<ReportSpec>,
+        signature: SignatureMode,
+    },
 }
 
 fn participant_index() -> impl Strategy<Value = usize> {
@@ -79,13 +107,23 @@ fn transfer_spec() -> impl Strategy<Value = TransferSpec> {
         })
 }
 
+fn signature_mode() -> impl Strategy<Value = SignatureMode> {
+    prop_oneof![18 => Just(SignatureMode::Valid), 1 => Just(SignatureMode::Corrupted), 1 => Just(SignatureMode::WrongKey)]
+}
+
+fn report_spec() -> impl Strategy<Value = ReportSpec> {
+    (any::<Index>(), prop::option::weighted(0.5, 0..RETURN_REASONS.len()))
+        .prop_map(|(target, returned)| ReportSpec { target, returned })
+}
+
 fn op() -> impl Strategy<Value = Op> {
-    let signature = prop_oneof![18 => Just(SignatureMode::Valid), 1 => Just(SignatureMode::Corrupted), 1 => Just(SignatureMode::WrongKey)];
     prop_oneof![
-        8 => (participant_index(), prop::collection::vec(transfer_spec(), 0..8), signature)
+        8 => (participant_index(), prop::collection::vec(transfer_spec(), 0..8), signature_mode())
             .prop_map(|(origin, transfers, signature)| Op::Batch { origin, transfers, signature }),
         1 => (participant_index(), prop::bool::weighted(0.5))
             .prop_map(|(participant, suspended)| Op::SetStatus { participant, suspended }),
+        5 => (prop::option::weighted(0.2, participant_index()), prop::collection::vec(report_spec(), 0..6), signature_mode())
+            .prop_map(|(reporter, reports, signature)| Op::Reports { reporter, reports, signature }),
     ]
 }
 
@@ -93,9 +131,12 @@ fn blocks() -> impl Strategy<Value = Vec<Vec<Op>>> {
     prop::collection::vec(prop::collection::vec(op(), 0..6), 1..6)
 }
 
+/// Every generated transfer's UETR with the destination index it was generated with.
+type Generated = Vec<(Uetr, usize)>;
+
 /// Turns generated operations into concrete proposals, numbering UETRs in order.
 fn build_proposals(blocks: &[Vec<Op>]) -> Vec<(u64, Vec<Entry>)> {
-    let mut uetrs: Vec<Uetr> = Vec::new();
+    let mut uetrs: Generated = Vec::new();
     let mut timestamp_ms = GENESIS_TIME_MS;
     let mut out = Vec::new();
     for ops in blocks {
@@ -106,8 +147,9 @@ fn build_proposals(blocks: &[Vec<Op>]) -> Vec<(u64, Vec<Entry>)> {
     out
 }
 
-fn build_entry(op: &Op, timestamp_ms: u64, uetrs: &mut Vec<Uetr>) -> Entry {
+fn build_entry(op: &Op, timestamp_ms: u64, uetrs: &mut Generated) -> Entry {
     match op {
+        Op::Reports { reporter, reports, signature } => build_reports(*reporter, reports, *signature, uetrs),
         Op::SetStatus { participant, suspended } => Entry::SetParticipantStatus {
             participant: pid(IDS[*participant]),
             status: if *suspended { ParticipantStatus::Suspended } else { ParticipantStatus::Active },
@@ -118,10 +160,10 @@ fn build_entry(op: &Op, timestamp_ms: u64, uetrs: &mut Vec<Uetr>) -> Entry {
                 .iter()
                 .map(|spec| {
                     let uetr = match &spec.reuse_uetr {
-                        Some(index) if !uetrs.is_empty() => uetrs[index.index(uetrs.len())],
+                        Some(index) if !uetrs.is_empty() => uetrs[index.index(uetrs.len())].0,
                         _ => uetr(uetrs.len() as u64),
                     };
-                    uetrs.push(uetr);
+                    uetrs.push((uetr, spec.destination));
                     let named_origin = if spec.wrong_origin { IDS[(*origin + 1) % IDS.len()] } else { origin_id };
                     let mut t = transfer(
                         uetr,
@@ -148,6 +190,39 @@ fn build_entry(op: &Op, timestamp_ms: u64, uetrs: &mut Vec<Uetr>) -> Entry {
     }
 }
 
+fn build_reports(reporter: Option<usize>, specs: &[ReportSpec], signature: SignatureMode, uetrs: &Generated) -> Entry {
+    let first_destination = specs.first().filter(|_| !uetrs.is_empty()).map(|s| uetrs[s.target.index(uetrs.len())].1);
+    let reporter = reporter.or(first_destination).unwrap_or(1);
+    let same_destination: Vec<Uetr> = uetrs.iter().filter(|(_, d)| *d == reporter).map(|(u, _)| *u).collect();
+    let reports = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let uetr = if i > 0 && !same_destination.is_empty() {
+                same_destination[spec.target.index(same_destination.len())]
+            } else if uetrs.is_empty() {
+                uetr(u64::MAX)
+            } else {
+                uetrs[spec.target.index(uetrs.len())].0
+            };
+            match spec.returned {
+                Some(r) => returned(uetr, RETURN_REASONS[r]),
+                None => completed(uetr),
+            }
+        })
+        .collect();
+    let reporter_id = IDS[reporter];
+    let mut entry = match signature {
+        SignatureMode::WrongKey => reports_signed_with(reporter_id, reports, &signing_key(200)),
+        _ => common::reports(reporter_id, reports),
+    };
+    if signature == SignatureMode::Corrupted {
+        let Entry::PayoutReports { batch } = &mut entry else { unreachable!("built as a report batch") };
+        batch.signature.0[17] ^= 0x04;
+    }
+    entry
+}
+
 // ---------------------------------------------------------------------------
 // An independent model of the ledger rules, in integer minor units.
 
@@ -158,10 +233,22 @@ struct ModelParticipant {
     positions: BTreeMap<Currency, i128>,
 }
 
+/// An accepted transfer as the model remembers it.
+#[derive(Debug, Clone)]
+struct ModelTransfer {
+    height: Height,
+    origin: String,
+    destination: String,
+    currency: Currency,
+    amount: i128,
+    payout: PayoutState,
+}
+
 #[derive(Debug, Clone)]
 struct Model {
     participants: BTreeMap<String, ModelParticipant>,
-    applied: BTreeMap<Uetr, Height>,
+    applied: BTreeMap<Uetr, ModelTransfer>,
+    reports_accepted: u64,
 }
 
 impl Model {
@@ -174,7 +261,7 @@ impl Model {
                 (spec.id.to_owned(), ModelParticipant { active: true, caps, positions })
             })
             .collect();
-        Self { participants, applied: BTreeMap::new() }
+        Self { participants, applied: BTreeMap::new(), reports_accepted: 0 }
     }
 
     /// Predicts the results of `entries`, built from `ops`.
@@ -197,6 +284,10 @@ impl Model {
                     // known from how it was built, not asked of the library.
                     let signed_by_origin = matches!(op, Op::Batch { signature: SignatureMode::Valid, .. });
                     self.apply_batch(batch, signed_by_origin, height, timestamp_ms)
+                }
+                Entry::PayoutReports { batch } => {
+                    let signed_by_reporter = matches!(op, Op::Reports { signature: SignatureMode::Valid, .. });
+                    self.apply_reports(batch, signed_by_reporter)
                 }
                 other => panic!("the model does not generate {other:?}"),
             })
@@ -272,11 +363,65 @@ impl Model {
         if after < -orig.caps.get(&currency).copied().unwrap_or(0) {
             return Err(NetDebitCapExceeded);
         }
-        self.applied.insert(t.uetr, height);
-        *self.participants.get_mut(origin).expect("checked").positions.get_mut(&currency).expect("checked") = after;
-        *self.participants.get_mut(destination).expect("checked").positions.get_mut(&currency).expect("checked") +=
-            amount;
+        self.applied.insert(
+            t.uetr,
+            ModelTransfer {
+                height,
+                origin: origin.to_owned(),
+                destination: destination.to_owned(),
+                currency,
+                amount,
+                payout: PayoutState::Open,
+            },
+        );
+        self.shift(origin, currency, -amount);
+        self.shift(destination, currency, amount);
         Ok(())
+    }
+
+    fn shift(&mut self, id: &str, currency: Currency, delta: i128) {
+        *self.participants.get_mut(id).expect("registered").positions.get_mut(&currency).expect("settled") += delta;
+    }
+
+    fn apply_reports(&mut self, batch: &PayoutReportBatch, signed_by_reporter: bool) -> EntryResult {
+        let reporter = batch.reporter.as_str();
+        if !self.participants.contains_key(reporter) {
+            return EntryResult::Rejected { reason: RejectReason::UnknownReporter };
+        }
+        if !signed_by_reporter {
+            return EntryResult::Rejected { reason: RejectReason::BadSignature };
+        }
+        if batch.reports.is_empty() {
+            return EntryResult::Rejected { reason: RejectReason::EmptyBatch };
+        }
+        let outcomes = batch
+            .reports
+            .iter()
+            .map(|report| {
+                let Some(t) = self.applied.get_mut(&report.uetr) else {
+                    return TransferOutcome::Rejected(RejectReason::UnknownTransfer);
+                };
+                if t.destination != reporter {
+                    return TransferOutcome::Rejected(RejectReason::NotDestination);
+                }
+                if t.payout != PayoutState::Open {
+                    return TransferOutcome::Rejected(RejectReason::AlreadyReported);
+                }
+                self.reports_accepted += 1;
+                match report.outcome {
+                    PayoutOutcome::Completed => t.payout = PayoutState::Completed,
+                    PayoutOutcome::Returned { reason } => {
+                        t.payout = PayoutState::Returned(reason);
+                        let (origin, destination, currency, amount) =
+                            (t.origin.clone(), t.destination.clone(), t.currency, t.amount);
+                        self.shift(&destination, currency, -amount);
+                        self.shift(&origin, currency, amount);
+                    }
+                }
+                TransferOutcome::Accepted
+            })
+            .collect();
+        EntryResult::Batch { outcomes }
     }
 
     /// The same shape as [`all_positions`]: zero where a participant does not settle.
@@ -321,7 +466,14 @@ proptest! {
                 .apply(proposal(&state, timestamp_ms, entries), SignatureCheck::Verify)
                 .expect("well-formed proposal");
             prop_assert_eq!(&block.results, &expected);
-            let accepted: usize = expected.iter().map(EntryResult::accepted_transfers).sum();
+            // The header counts accepted transfers, not accepted reports.
+            let accepted: usize = block
+                .entries
+                .iter()
+                .zip(&expected)
+                .filter(|(entry, _)| matches!(entry, Entry::TransferBatch { .. }))
+                .map(|(_, result)| result.accepted_transfers())
+                .sum();
             prop_assert_eq!(block.header.accepted_count as usize, accepted);
             accepted_total += accepted as u64;
 
@@ -333,8 +485,10 @@ proptest! {
             prop_assert_eq!(all_positions(&state), model.positions());
             prop_assert_eq!(state.applied_transfer_count(), model.applied.len());
             prop_assert_eq!(state.transfers_accepted_total(), accepted_total);
-            for (uetr, applied_at) in &model.applied {
-                prop_assert_eq!(state.transfer_height(uetr), Some(*applied_at));
+            prop_assert_eq!(state.payout_reports_total(), model.reports_accepted);
+            for (uetr, t) in &model.applied {
+                prop_assert_eq!(state.transfer_height(uetr), Some(t.height));
+                prop_assert_eq!(state.payout_state(uetr), Some(t.payout));
             }
         }
     }

@@ -1,21 +1,26 @@
 //! The sled store behind a `Chain`, in a temporary directory: certified blocks
-//! survive a restart with the same tip, state root and applied-UETR index, and
-//! a tampered snapshot, block, index or certificate is detected on open.
+//! survive a restart with the same tip, state root and applied-transfer index
+//! (with payout states), as does a Raft snapshot install with backfill, and a
+//! tampered snapshot, block, index or certificate is detected on open.
 
 mod common;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use iso_currency::Currency;
-use remit_settlement::applied::encode_block_transfers;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use remit_settlement::applied::{encode_block_payouts, encode_block_transfers};
 use remit_settlement::audit::{export_chain, read_export, stored_blocks, verify_chain};
 use remit_settlement::block::TransferOutcome;
 use remit_settlement::certify::Certificate;
 use remit_settlement::chain::{Chain, ChainError};
 use remit_settlement::network::NetworkConfig;
+use remit_settlement::replica::state_machine::lock;
+use remit_settlement::replica::{LedgerStateMachine, SharedChain};
 use remit_settlement::store::{LedgerStore, SledLedgerStore, StoreError};
-use remit_settlement::{Block, Entry, EntryResult, Height, RejectReason, SignatureCheck};
+use remit_settlement::{Block, Entry, EntryResult, Height, LedgerState, PayoutState, RejectReason, SignatureCheck};
 
 /// The seed of the test network's BLS keys.
 const BLS_SEED: u64 = 42;
@@ -381,6 +386,233 @@ fn applied_height_ahead_of_the_snapshot_is_detected() {
     });
     assert!(
         matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason == "height is not 8 bytes"),
+        "{result:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Payout reports: the index with payout states survives a reopen, a Raft
+// snapshot install with backfill, and tampering is detected.
+
+/// Genesis and three certified blocks with payout reports:
+/// 1. gw-us pays gw-jp 123.45 USD (UETR 1), gw-kw pays gw-hub 1.500 KWD (UETR 2),
+///    gw-jp pays gw-de 12.34 USD (UETR 4);
+/// 2. gw-jp returns UETR 1 (AC04), gw-hub completes UETR 2; gw-de pays gw-us 1.00 USD (UETR 5);
+/// 3. gw-us completes UETR 5 in the block of a new transfer it then returns
+///    (UETR 6, gw-jp to gw-us 2.50 USD, MS03); gw-jp's completion of UETR 1 is refused.
+fn build_with_reports(dir: &Path, validators: &Validators, network: &NetworkConfig) -> Vec<Block> {
+    let mut chain = open(dir, Some(network)).expect("empty store opens");
+    let genesis = chain
+        .append(network.genesis_proposal(), SignatureCheck::Verify, |b| Some(validators.certify(&b.header)))
+        .expect("genesis appends")
+        .0;
+    let block1 = append_certified(
+        &mut chain,
+        validators,
+        vec![
+            batch("gw-us", vec![transfer(uetr(1), "gw-us", "gw-jp", usd(12_345))]),
+            batch("gw-kw", vec![transfer(uetr(2), "gw-kw", "gw-hub", money(1_500, Currency::KWD))]),
+            batch("gw-jp", vec![transfer(uetr(4), "gw-jp", "gw-de", usd(1_234))]),
+        ],
+    );
+    let block2 = append_certified(
+        &mut chain,
+        validators,
+        vec![
+            reports("gw-jp", vec![returned(uetr(1), "AC04")]),
+            reports("gw-hub", vec![completed(uetr(2))]),
+            batch("gw-de", vec![transfer(uetr(5), "gw-de", "gw-us", usd(100))]),
+        ],
+    );
+    let block3 = append_certified(
+        &mut chain,
+        validators,
+        vec![
+            batch("gw-jp", vec![transfer(uetr(6), "gw-jp", "gw-us", usd(250))]),
+            reports("gw-us", vec![completed(uetr(5)), returned(uetr(6), "MS03")]),
+            reports("gw-jp", vec![completed(uetr(1))]),
+        ],
+    );
+    assert_eq!(block2.results[0], EntryResult::Batch { outcomes: vec![TransferOutcome::Accepted] });
+    assert_eq!(block3.results[1], EntryResult::Batch { outcomes: vec![TransferOutcome::Accepted; 2] });
+    assert_eq!(
+        block3.results[2],
+        EntryResult::Batch { outcomes: vec![TransferOutcome::Rejected(RejectReason::AlreadyReported)] }
+    );
+    vec![genesis, block1, block2, block3]
+}
+
+/// The payout states the blocks of [`build_with_reports`] leave.
+fn expected_payouts() -> Vec<(u64, Option<PayoutState>)> {
+    vec![
+        (1, Some(PayoutState::Returned(reason("AC04")))),
+        (2, Some(PayoutState::Completed)),
+        (3, None),
+        (4, Some(PayoutState::Open)),
+        (5, Some(PayoutState::Completed)),
+        (6, Some(PayoutState::Returned(reason("MS03")))),
+    ]
+}
+
+fn check_payouts(state: &LedgerState) {
+    for (n, expected) in expected_payouts() {
+        assert_eq!(state.payout_state(&uetr(n)), expected, "uetr {n}");
+    }
+    assert_eq!(state.payout_reports_total(), 4);
+    // Positions to the minor unit: only UETRs 2, 4 and 5 still stand.
+    assert_eq!(position(state, "gw-us", Currency::USD), 100);
+    assert_eq!(position(state, "gw-jp", Currency::USD), -1_234);
+    assert_eq!(position(state, "gw-de", Currency::USD), 1_234 - 100);
+    assert_eq!(position(state, "gw-kw", Currency::KWD), -1_500);
+    assert_conserved(state);
+}
+
+#[test]
+fn reopen_restores_payout_states_and_positions() {
+    let validators = validators(4, BLS_SEED);
+    let network = network_config(&validators);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = build_with_reports(dir.path(), &validators, &network);
+    let written = {
+        let chain = open(dir.path(), None).expect("reopens");
+        chain.state().clone()
+    };
+    check_payouts(&written);
+
+    let mut chain = open(dir.path(), None).expect("reopens");
+    assert_eq!(chain.state(), &written, "same root, tip, index and payout states");
+    assert_eq!(chain.state().state_root(), blocks[3].header.state_root);
+    assert_eq!(
+        chain.state().applied_transfer(&uetr(6)).map(|t| (t.origin, t.destination, t.amount, t.height)),
+        Some((pid("gw-jp"), pid("gw-us"), usd(250), Height(3)))
+    );
+
+    // The restored index still refuses a second report and accepts a first.
+    let block4 = append_certified(
+        &mut chain,
+        &validators,
+        vec![reports("gw-de", vec![returned(uetr(4), "AC04"), completed(uetr(5))])],
+    );
+    assert_eq!(
+        block4.results,
+        vec![EntryResult::Batch {
+            outcomes: vec![TransferOutcome::Accepted, TransferOutcome::Rejected(RejectReason::NotDestination)]
+        }]
+    );
+    assert_eq!(position(chain.state(), "gw-jp", Currency::USD), 0);
+    let after = chain.state().clone();
+    drop(chain);
+    let chain = open(dir.path(), None).expect("reopens");
+    assert_eq!(chain.state(), &after);
+    assert_eq!(chain.state().payout_state(&uetr(4)), Some(PayoutState::Returned(reason("AC04"))));
+
+    // The audit replays the reports, directly and through a JSON export.
+    let report = verify_chain(&network, stored_blocks(chain.store()).expect("readable")).expect("chain verifies");
+    assert_eq!((report.blocks, report.transfers, report.uncertified_tail), (5, 5, 0));
+    let mut export = Vec::new();
+    export_chain(chain.store(), &mut export).expect("exports");
+    assert_eq!(verify_chain(&network, read_export(export.as_slice())).expect("export verifies"), report);
+}
+
+#[test]
+fn raft_snapshot_install_keeps_payout_states() {
+    let validators = validators(4, BLS_SEED);
+    let network = network_config(&validators);
+    let source_dir = tempfile::tempdir().expect("tempdir");
+    let target_dir = tempfile::tempdir().expect("tempdir");
+    let blocks = build_with_reports(source_dir.path(), &validators, &network);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (applied_tx, _applied_rx) = tokio::sync::mpsc::unbounded_channel();
+
+    // The source builds a snapshot payload; a fresh node installs it.
+    let source: SharedChain = Arc::new(Mutex::new(open(source_dir.path(), None).expect("reopens")));
+    let mut source_machine = LedgerStateMachine::new(source.clone(), applied_tx.clone());
+    let snapshot = runtime.block_on(source_machine.build_snapshot()).expect("snapshot builds");
+    let target: SharedChain = Arc::new(Mutex::new(open(target_dir.path(), Some(&network)).expect("empty store opens")));
+    let mut target_machine = LedgerStateMachine::new(target.clone(), applied_tx);
+    runtime.block_on(target_machine.install_snapshot(&snapshot.meta, snapshot.snapshot)).expect("installs");
+    let source_state = lock(&source).state().clone();
+    check_payouts(&source_state);
+    assert_eq!(lock(&target).state(), &source_state, "the payload carries the index with payout states");
+
+    // Backfill the history below the snapshot, as a node does from its peers.
+    {
+        let mut chain = lock(&target);
+        assert_eq!(chain.store().history_gap().expect("readable"), Some((Height(0), Height(2))));
+        for block in blocks[..3].iter().rev() {
+            let certificate = lock(&source).store().certificate(block.height()).expect("readable");
+            chain.backfill(block, certificate.as_ref()).expect("backfills");
+        }
+        assert_eq!(chain.store().history_gap().expect("readable"), None);
+    }
+    drop(target_machine);
+    drop(target);
+
+    // Reopened, the installed node has the same state: the snapshot index,
+    // then the backfilled blocks' records and payout changes, agree.
+    let mut reopened = open(target_dir.path(), None).expect("reopens after install and backfill");
+    assert_eq!(reopened.state(), &source_state);
+    check_payouts(reopened.state());
+    let report = verify_chain(&network, stored_blocks(reopened.store()).expect("readable")).expect("verifies");
+    assert_eq!(report.tip, Some((Height(3), blocks[3].hash())));
+
+    // Both nodes apply the next block identically.
+    let entries =
+        vec![reports("gw-de", vec![returned(uetr(4), "AC04")]), reports("gw-hub", vec![returned(uetr(2), "AC04")])];
+    let on_target = append_certified(&mut reopened, &validators, entries.clone());
+    let on_source = append_certified(&mut lock(&source), &validators, entries);
+    assert_eq!(on_target, on_source);
+    assert_eq!(reopened.state(), lock(&source).state());
+}
+
+/// Builds the chain with reports, closes it, edits the raw database and reopens.
+fn reopen_reports_tampered(edit: impl FnOnce(&sled::Db)) -> Result<Chain<SledLedgerStore>, ChainError> {
+    let validators = validators(4, BLS_SEED);
+    let network = network_config(&validators);
+    let dir = tempfile::tempdir().expect("tempdir");
+    build_with_reports(dir.path(), &validators, &network);
+    {
+        let db = sled::open(dir.path()).expect("raw handle");
+        edit(&db);
+        db.flush().expect("flushed");
+    }
+    open(dir.path(), Some(&network))
+}
+
+#[test]
+fn tampered_payout_index_is_detected() {
+    assert!(reopen_reports_tampered(|_| {}).is_ok(), "untampered store opens");
+    // A lost payout value: the index has fewer reported transfers than the state counts.
+    let result = reopen_reports_tampered(|db| {
+        db.remove(height_key("payout/", 2)).expect("writable");
+    });
+    expect_inconsistent(result, 3, "payout states in the index do not match the accepted report count");
+    // A payout change recorded twice (block 3's repeated at height 4's key).
+    let result = reopen_reports_tampered(|db| {
+        let value = get(db, &height_key("payout/", 3));
+        put(db, &height_key("payout/", 4), value);
+    });
+    assert!(
+        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason.ends_with("reported twice")),
+        "{result:?}"
+    );
+    // A payout change recorded below the height of its transfer (block 3's
+    // changes, which include UETR 6 accepted at height 3, moved to height 2).
+    let result = reopen_reports_tampered(|db| {
+        let value = get(db, &height_key("payout/", 3));
+        db.remove(height_key("payout/", 3)).expect("writable");
+        put(db, &height_key("payout/", 2), value);
+    });
+    assert!(
+        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason.ends_with("reported below the transfer's height")),
+        "{result:?}"
+    );
+    // A payout change for a UETR that was never accepted.
+    let result = reopen_reports_tampered(|db| {
+        put(db, &height_key("payout/", 2), encode_block_payouts(&[(uetr(3), PayoutState::Completed)]));
+    });
+    assert!(
+        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason.ends_with("the transfer is not indexed")),
         "{result:?}"
     );
 }

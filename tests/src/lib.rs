@@ -19,7 +19,9 @@ use remit_settlement::audit::{stored_blocks, verify_chain, AuditReport};
 use remit_settlement::chain::Chain;
 use remit_settlement::network::NetworkConfig;
 use remit_settlement::store::SledLedgerStore;
-use remit_settlement::{Digest32, Entry, EntryResult, Height, ParticipantId, TransferOutcome, Uetr};
+use remit_settlement::{
+    Digest32, Entry, EntryResult, Height, Money, ParticipantId, PayoutOutcome, PayoutState, TransferOutcome, Uetr,
+};
 use rust_decimal::Decimal;
 
 pub mod net;
@@ -161,6 +163,8 @@ pub struct StoredLedger {
     pub transfers_rejected: u64,
     /// Every accepted transfer's UETR with the height of its block.
     pub accepted: HashMap<Uetr, Height>,
+    /// The payout state set by every accepted payout report, by UETR.
+    pub payouts: HashMap<Uetr, PayoutState>,
 }
 
 impl StoredLedger {
@@ -178,8 +182,12 @@ impl StoredLedger {
 ///   certified and the audit tip equal to the chain's tip;
 /// - no UETR is accepted twice in the whole chain, and the accepted set equals
 ///   the state's applied-UETR index (same heights, same count);
+/// - every accepted payout report is by the destination of a transfer
+///   accepted before it, at most one per transfer; the state's payout states
+///   are exactly those the reports set, and every completed or returned state
+///   refers to an accepted transfer;
 /// - positions per currency sum to zero, and every participant's position
-///   equals the one recomputed from the accepted transfers.
+///   equals the one recomputed from the accepted transfers less the returned ones.
 ///
 /// The store is closed again before this returns.
 pub fn check_stored_ledger(data_dir: &Path, network: &NetworkConfig) -> anyhow::Result<StoredLedger> {
@@ -191,7 +199,13 @@ pub fn check_stored_ledger(data_dir: &Path, network: &NetworkConfig) -> anyhow::
         // state, and there is nothing to audit (the audit refuses an empty chain).
         ensure!(chain.tip().is_none(), "no stored blocks but the chain has a tip");
         let report = AuditReport { blocks: 0, transfers: 0, tip: None, uncertified_tail: 0 };
-        return Ok(StoredLedger { hashes: Vec::new(), report, transfers_rejected: 0, accepted: HashMap::new() });
+        return Ok(StoredLedger {
+            hashes: Vec::new(),
+            report,
+            transfers_rejected: 0,
+            accepted: HashMap::new(),
+            payouts: HashMap::new(),
+        });
     }
     let report = verify_chain(chain.network(), blocks.iter().cloned()).context("auditing the stored chain")?;
     ensure!(report.uncertified_tail == 0, "{} stored blocks lack a certificate", report.uncertified_tail);
@@ -199,30 +213,39 @@ pub fn check_stored_ledger(data_dir: &Path, network: &NetworkConfig) -> anyhow::
 
     let state = chain.state();
     let mut hashes = Vec::with_capacity(blocks.len());
-    let mut accepted: HashMap<Uetr, Height> = HashMap::new();
-    let mut positions: BTreeMap<(ParticipantId, Currency), Decimal> = BTreeMap::new();
-    let mut transfers_rejected = 0u64;
+    let mut replay = Replay::default();
     for block in blocks {
         let block = block.context("verify_chain accepted it, so it decodes")?;
         hashes.push(block.hash);
         for (entry, result) in block.entries.iter().zip(&block.results) {
-            let (Entry::TransferBatch { batch }, EntryResult::Batch { outcomes }) = (entry, result) else {
-                continue;
-            };
-            for (transfer, outcome) in batch.transfers.iter().zip(outcomes) {
-                if *outcome != TransferOutcome::Accepted {
-                    transfers_rejected += 1;
-                    continue;
+            let EntryResult::Batch { outcomes } = result else { continue };
+            match entry {
+                Entry::TransferBatch { batch } => {
+                    for (transfer, outcome) in batch.transfers.iter().zip(outcomes) {
+                        if *outcome != TransferOutcome::Accepted {
+                            replay.transfers_rejected += 1;
+                            continue;
+                        }
+                        if let Some(first) = replay.accepted.insert(transfer.uetr, block.height) {
+                            bail!("uetr {} accepted at height {first} and again at {}", transfer.uetr, block.height);
+                        }
+                        let parties = (transfer.origin.clone(), transfer.destination.clone(), transfer.amount);
+                        replay.shift(&parties, 1);
+                        replay.transfers.insert(transfer.uetr, parties);
+                    }
                 }
-                if let Some(first) = accepted.insert(transfer.uetr, block.height) {
-                    bail!("uetr {} accepted at height {first} and again at {}", transfer.uetr, block.height);
+                Entry::PayoutReports { batch } => {
+                    for (report, outcome) in batch.reports.iter().zip(outcomes) {
+                        if *outcome == TransferOutcome::Accepted {
+                            replay.report(&batch.reporter, report.uetr, report.outcome, block.height)?;
+                        }
+                    }
                 }
-                let currency = transfer.amount.currency();
-                *positions.entry((transfer.origin.clone(), currency)).or_default() -= transfer.amount.amount();
-                *positions.entry((transfer.destination.clone(), currency)).or_default() += transfer.amount.amount();
+                _ => {}
             }
         }
     }
+    let Replay { accepted, payouts, positions, transfers_rejected, .. } = replay;
     ensure!(
         accepted.len() == state.applied_transfer_count()
             && accepted.len() as u64 == state.transfers_accepted_total()
@@ -235,6 +258,23 @@ pub fn check_stored_ledger(data_dir: &Path, network: &NetworkConfig) -> anyhow::
     );
     for (uetr, height) in &accepted {
         ensure!(state.transfer_height(uetr) == Some(*height), "uetr {uetr} is indexed at the wrong height");
+    }
+    ensure!(
+        payouts.len() as u64 == state.payout_reports_total(),
+        "{} accepted payout reports in the blocks, {} in the state",
+        payouts.len(),
+        state.payout_reports_total()
+    );
+    for (uetr, record) in state.applied_transfers() {
+        if record.payout != PayoutState::Open {
+            ensure!(accepted.contains_key(uetr), "payout state of uetr {uetr}, which no block accepted");
+        }
+        ensure!(
+            payouts.get(uetr).copied().unwrap_or(PayoutState::Open) == record.payout,
+            "payout state of uetr {uetr}: state says {:?}, the blocks give {:?}",
+            record.payout,
+            payouts.get(uetr)
+        );
     }
     for (currency, sum) in state.position_sums() {
         ensure!(sum.is_zero(), "positions in {} sum to {sum}, not zero", currency.code());
@@ -251,5 +291,48 @@ pub fn check_stored_ledger(data_dir: &Path, network: &NetworkConfig) -> anyhow::
             );
         }
     }
-    Ok(StoredLedger { hashes, report, transfers_rejected, accepted })
+    Ok(StoredLedger { hashes, report, transfers_rejected, accepted, payouts })
+}
+
+/// What [`check_stored_ledger`] recomputes from the stored blocks.
+#[derive(Debug, Default)]
+struct Replay {
+    accepted: HashMap<Uetr, Height>,
+    transfers: HashMap<Uetr, (ParticipantId, ParticipantId, Money)>,
+    payouts: HashMap<Uetr, PayoutState>,
+    positions: BTreeMap<(ParticipantId, Currency), Decimal>,
+    transfers_rejected: u64,
+}
+
+impl Replay {
+    /// Moves a transfer's amount from origin to destination (`sign` 1), or back (`sign` -1).
+    fn shift(&mut self, (origin, destination, amount): &(ParticipantId, ParticipantId, Money), sign: i64) {
+        let delta = amount.amount() * Decimal::from(sign);
+        *self.positions.entry((origin.clone(), amount.currency())).or_default() -= delta;
+        *self.positions.entry((destination.clone(), amount.currency())).or_default() += delta;
+    }
+
+    /// An accepted payout report: by the transfer's destination, on a transfer
+    /// accepted before, the first report on it; a return moves the amount back.
+    fn report(
+        &mut self,
+        reporter: &ParticipantId,
+        uetr: Uetr,
+        outcome: PayoutOutcome,
+        height: Height,
+    ) -> anyhow::Result<()> {
+        let parties = self
+            .transfers
+            .get(&uetr)
+            .with_context(|| format!("height {height}: report accepted on uetr {uetr}, which no block accepted"))?
+            .clone();
+        ensure!(parties.1 == *reporter, "height {height}: uetr {uetr} reported by {reporter}, not its destination");
+        if self.payouts.insert(uetr, outcome.state()).is_some() {
+            bail!("height {height}: uetr {uetr} reported twice");
+        }
+        if let PayoutOutcome::Returned { .. } = outcome {
+            self.shift(&parties, -1);
+        }
+        Ok(())
+    }
 }

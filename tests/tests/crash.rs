@@ -19,8 +19,10 @@
 //!   certified, and the audit tip equals the chain tip;
 //! - no UETR is accepted twice across the chain (replayed ones are rejected),
 //!   and the applied-UETR index matches the accepted transfers exactly;
+//! - the payout states (the child reports completions and returns on the
+//!   previous block's transfers) are exactly those the stored reports set;
 //! - positions per currency sum to zero and equal the positions recomputed
-//!   from the accepted transfers.
+//!   from the accepted transfers less the returned ones.
 //!
 //! Set `REMIT_CRASH_SEED` to replay a run's choices of kill points and seeds
 //! (process timing still varies).
@@ -73,6 +75,7 @@ struct Totals {
     kills: usize,
     blocks_reported: usize,
     transfers_rejected: u64,
+    payouts_reported: usize,
 }
 
 fn spawn_child(keys: &Path, data: &Path, traffic_seed: u64) -> anyhow::Result<WatchedChild> {
@@ -122,8 +125,12 @@ fn record_done(end: &ChildEnd, reported: &mut Vec<Option<Digest32>>) -> anyhow::
 }
 
 /// Checks the reopened store against every block ever reported done; returns
-/// the number of stored transfers that were rejected.
-fn check_after_kill(data: &Path, network: &NetworkConfig, reported: &[Option<Digest32>]) -> anyhow::Result<u64> {
+/// the number of stored transfers that were rejected and of payout reports accepted.
+fn check_after_kill(
+    data: &Path,
+    network: &NetworkConfig,
+    reported: &[Option<Digest32>],
+) -> anyhow::Result<(u64, usize)> {
     let stored = check_stored_ledger(data, network)?;
     for (height, hash) in reported.iter().enumerate() {
         let Some(hash) = hash else { continue };
@@ -133,7 +140,7 @@ fn check_after_kill(data: &Path, network: &NetworkConfig, reported: &[Option<Dig
             None => bail!("block {height} was reported done as {hash} but is not stored"),
         }
     }
-    Ok(stored.transfers_rejected)
+    Ok((stored.transfers_rejected, stored.payouts.len()))
 }
 
 /// Starts, kills and checks children on one fresh data directory until
@@ -149,6 +156,7 @@ fn crash_one_data_dir(
     let mut reported: Vec<Option<Digest32>> = Vec::new();
     let mut kills = 0;
     let mut transfers_rejected = 0;
+    let mut payouts_reported = 0;
     while kills < KILLS_PER_DATA_DIR {
         ensure!(totals.runs < RUNS_MAX, "only {} of {} runs were killed while running", totals.kills, totals.runs);
         totals.runs += 1;
@@ -161,12 +169,13 @@ fn crash_one_data_dir(
             ensure!(end.status.success(), "child failed with {}; {}", end.status, context());
         }
         record_done(&end, &mut reported).with_context(context)?;
-        transfers_rejected = check_after_kill(data, network, &reported).with_context(context)?;
+        (transfers_rejected, payouts_reported) = check_after_kill(data, network, &reported).with_context(context)?;
     }
     ensure!(reported.len() > 1, "no block beyond genesis was reported done in {}", data.display());
     totals.kills += kills;
     totals.blocks_reported += reported.len();
     totals.transfers_rejected += transfers_rejected;
+    totals.payouts_reported += payouts_reported;
     Ok(())
 }
 
@@ -197,5 +206,6 @@ fn ledger_survives_sigkill_at_random_points() -> anyhow::Result<()> {
     // Seeds repeat across runs, so replayed UETRs must have reached the ledger
     // and been rejected; otherwise the duplicate check checked nothing.
     ensure!(totals.transfers_rejected > 0, "no replayed transfer reached the ledger");
+    ensure!(totals.payouts_reported > 0, "no payout report reached the ledger");
     Ok(())
 }

@@ -17,7 +17,8 @@ use remit_settlement::money::decimal_to_minor_units;
 use remit_settlement::network::{NetworkConfig, ValidatorMember, ValidatorsConfig, NETWORK_FORMAT_VERSION};
 use remit_settlement::{
     Block, BlockHeader, BlockProposal, ChainId, CountryCode, Entry, Height, LedgerState, Money, OriginKey, Participant,
-    ParticipantId, ParticipantStatus, SignatureCheck, Transfer, TransferBatch, Uetr,
+    ParticipantId, ParticipantStatus, PayoutOutcome, PayoutReport, PayoutReportBatch, ReturnReason, SignatureCheck,
+    Transfer, TransferBatch, Uetr,
 };
 use rust_decimal::Decimal;
 use threshold_crypto::SecretKeySet;
@@ -180,6 +181,33 @@ pub fn batch(origin: &str, transfers: Vec<Transfer>) -> Entry {
 /// A batch entry signed with an explicit key.
 pub fn batch_signed_with(origin: &str, transfers: Vec<Transfer>, key: &SigningKey) -> Entry {
     Entry::TransferBatch { batch: TransferBatch::sign(&chain_id(), pid(origin), transfers, key) }
+}
+
+/// A report that the payout of `uetr` completed.
+pub fn completed(uetr: Uetr) -> PayoutReport {
+    PayoutReport { uetr, outcome: PayoutOutcome::Completed }
+}
+
+/// A report that the payout of `uetr` was returned with ISO reason `code`.
+pub fn returned(uetr: Uetr, code: &str) -> PayoutReport {
+    PayoutReport { uetr, outcome: PayoutOutcome::Returned { reason: reason(code) } }
+}
+
+/// A valid return reason.
+pub fn reason(code: &str) -> ReturnReason {
+    ReturnReason::new(code).expect("valid test return reason")
+}
+
+/// A payout report entry from `reporter`, signed with its own key (or, for an
+/// unknown reporter, with a key from seed 99).
+pub fn reports(reporter: &str, reports: Vec<PayoutReport>) -> Entry {
+    let key = SPECS.iter().find(|s| s.id == reporter).map_or_else(|| signing_key(99), |s| signing_key(s.seed));
+    reports_signed_with(reporter, reports, &key)
+}
+
+/// A payout report entry signed with an explicit key.
+pub fn reports_signed_with(reporter: &str, reports: Vec<PayoutReport>, key: &SigningKey) -> Entry {
+    Entry::PayoutReports { batch: PayoutReportBatch::sign(&chain_id(), pid(reporter), reports, key) }
 }
 
 /// The genesis proposal registering every participant.

@@ -8,7 +8,13 @@
 //!
 //! `--seed` fixes the traffic; restarting with a seed already used replays
 //! the same UETRs, which the ledger must reject as duplicates.
+//!
+//! Each block after the first of a run also carries payout reports from the
+//! destinations of the previous block's accepted transfers: about a quarter
+//! completed and a quarter returned (AC04), so that crashes also hit blocks
+//! whose returns reverse positions and whose payout states must survive.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,7 +23,10 @@ use anyhow::{bail, ensure, Context};
 use remit_settlement::chain::Chain;
 use remit_settlement::network::Keyring;
 use remit_settlement::store::SledLedgerStore;
-use remit_settlement::SignatureCheck;
+use remit_settlement::{
+    Block, Entry, EntryResult, ParticipantId, PayoutOutcome, PayoutReport, PayoutReportBatch, ReturnReason,
+    SignatureCheck, TransferOutcome,
+};
 use remit_simulations::traffic::{TrafficConfig, TrafficGenerator};
 use remit_tests::{ledger_path, DoneBlock};
 
@@ -67,6 +76,35 @@ fn report_done(height: remit_settlement::Height, hash: remit_settlement::Digest3
     stdout.flush().context("flushing stdout")
 }
 
+/// Payout reports on some of `block`'s accepted transfers, one signed batch
+/// per destination. The choice depends only on the UETR, so it is the same
+/// whenever the same block is replayed.
+fn payout_reports(block: &Block, keyring: &Keyring) -> anyhow::Result<Vec<Entry>> {
+    let mut by_destination: BTreeMap<ParticipantId, Vec<PayoutReport>> = BTreeMap::new();
+    for (entry, result) in block.entries.iter().zip(&block.results) {
+        let (Entry::TransferBatch { batch }, EntryResult::Batch { outcomes }) = (entry, result) else { continue };
+        for (transfer, outcome) in batch.transfers.iter().zip(outcomes) {
+            let outcome = match (outcome, transfer.uetr.as_bytes()[15] % 4) {
+                (TransferOutcome::Accepted, 0) => PayoutOutcome::Completed,
+                (TransferOutcome::Accepted, 1) => PayoutOutcome::Returned { reason: ReturnReason::new("AC04")? },
+                _ => continue,
+            };
+            by_destination
+                .entry(transfer.destination.clone())
+                .or_default()
+                .push(PayoutReport { uetr: transfer.uetr, outcome });
+        }
+    }
+    let chain_id = &keyring.network.chain_id;
+    Ok(by_destination
+        .into_iter()
+        .filter_map(|(reporter, reports)| {
+            let key = keyring.identities.get(&reporter)?;
+            Some(Entry::PayoutReports { batch: PayoutReportBatch::sign(chain_id, reporter, reports, key) })
+        })
+        .collect())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = parse_args(std::env::args().skip(1))?;
     let keyring = Keyring::load(&args.keys).with_context(|| format!("loading keys from {}", args.keys.display()))?;
@@ -83,13 +121,19 @@ fn main() -> anyhow::Result<()> {
     }
     let config = TrafficConfig { seed: args.seed.unwrap_or_else(rand::random), ..TrafficConfig::default() };
     let mut traffic = TrafficGenerator::new(&keyring.network, &keyring.identities, config);
+    let mut previous: Option<Block> = None;
     for _ in 0..args.blocks {
         let timestamp = now_ms()?;
-        let proposal = chain.next_proposal(timestamp, traffic.entries(args.batch, timestamp));
+        let mut entries = traffic.entries(args.batch, timestamp);
+        if let Some(previous) = &previous {
+            entries.extend(payout_reports(previous, &keyring)?);
+        }
+        let proposal = chain.next_proposal(timestamp, entries);
         let (block, certificate) =
             chain.append(proposal, SignatureCheck::Verify, |block| keyring.certify(&block.header).ok())?;
         ensure!(certificate.is_some(), "block {} could not be certified", block.height());
         report_done(block.height(), block.hash())?;
+        previous = Some(block);
     }
     Ok(())
 }
