@@ -137,7 +137,7 @@ fn pay_span(adapter: &'static str, instruction: &PayoutInstruction) -> tracing::
 
 fn log_outcome(result: &PayoutResult) {
     match result {
-        PayoutResult::Paid { reference } => tracing::info!(outcome = "paid", reference = %reference, "payout done"),
+        PayoutResult::Paid { reference } => tracing::debug!(outcome = "paid", reference = %reference, "payout done"),
         PayoutResult::Refused { reason_code, reason } => {
             tracing::info!(outcome = "refused", reason_code = %reason_code, reason = %reason, "payout refused")
         }

@@ -201,10 +201,7 @@ async fn refusals(net: &Network) -> anyhow::Result<()> {
     let mut bad = create(&quote.quote_id, "bad-1", BENEFICIARY_ACCOUNT);
     bad.beneficiary = Some(party(BENEFICIARY_NAME, "", "", "PH"));
     let error = wallet.create_remittance(bad).await.expect_err("empty account");
-    ensure!(
-        error.code() == tonic::Code::InvalidArgument && field(&error) == "beneficiary.account.value",
-        "{error:?}"
-    );
+    ensure!(error.code() == tonic::Code::InvalidArgument && field(&error) == "beneficiary.account.value", "{error:?}");
     let mut bad = create(&quote.quote_id, "bad-2", BENEFICIARY_ACCOUNT);
     bad.originator = Some(party("", "", ORIGINATOR_ACCOUNT, "US"));
     let error = wallet.create_remittance(bad).await.expect_err("no name");
@@ -215,7 +212,8 @@ async fn refusals(net: &Network) -> anyhow::Result<()> {
     ensure!(field(&error) == "purpose", "{error:?}");
     // The quote survived the refusals; use it once, then reuse it.
     let used = wallet.create_remittance(create(&quote.quote_id, "ok-1", BENEFICIARY_ACCOUNT)).await?.into_inner();
-    let error = wallet.create_remittance(create(&quote.quote_id, "ok-2", BENEFICIARY_ACCOUNT)).await.expect_err("reused");
+    let error =
+        wallet.create_remittance(create(&quote.quote_id, "ok-2", BENEFICIARY_ACCOUNT)).await.expect_err("reused");
     ensure!(error.code() == tonic::Code::FailedPrecondition && field(&error) == "quote_id", "{error:?}");
     // Expired quote.
     let quote = wallet.create_quote(us_to_ph("30.00")).await?.into_inner();

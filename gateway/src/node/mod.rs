@@ -295,7 +295,9 @@ fn start_engine(
             setup(format!("config key `api.clients[{i}].webhook_secret_file` ({}): {e}", secret_file.display()))
         })?;
         let secret = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
-        endpoints.insert(client.id.clone(), WebhookEndpoint { url: url.clone(), secret });
+        let endpoint = WebhookEndpoint::new(url.clone(), secret)
+            .map_err(|e| setup(format!("config key `api.clients[{i}].webhook_url`: {e}")))?;
+        endpoints.insert(client.id.clone(), endpoint);
     }
     let webhooks = if endpoints.is_empty() {
         None

@@ -123,7 +123,8 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
     let gateways = Arc::new(gateways);
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let batches = args.total.div_ceil(args.batch);
-    let interval = if args.rate > 0.0 { Duration::from_secs_f64(args.batch as f64 / args.rate) } else { Duration::ZERO };
+    let interval =
+        if args.rate > 0.0 { Duration::from_secs_f64(args.batch as f64 / args.rate) } else { Duration::ZERO };
     let limits: Vec<Arc<Semaphore>> = gateways.iter().map(|_| Arc::new(Semaphore::new(args.concurrency))).collect();
     eprintln!(
         "remittances load: {} remittances in {batches} calls of {} over {} gateways, target {} /s",
@@ -232,7 +233,8 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
     for gateway in gateways.iter() {
         let mut token = String::new();
         loop {
-            let request = pb::ListRemittancesRequest { page_size: 500, page_token: token.clone(), ..Default::default() };
+            let request =
+                pb::ListRemittancesRequest { page_size: 500, page_token: token.clone(), ..Default::default() };
             let page = gateway.client.clone().list_remittances(request).await?.into_inner();
             for remittance in &page.remittances {
                 *by_status.entry(remittance.status.clone()).or_default() += 1;
