@@ -22,7 +22,11 @@ struct Devnet {
 }
 
 fn start(dir: &Path, base_port: u16) -> anyhow::Result<Devnet> {
+    // `cargo test` built remitd beside remit with this build's features;
+    // without CARGO in its environment the devnet uses it as is instead of
+    // rebuilding it under `cargo run` rules.
     let mut child = Command::new(env!("CARGO_BIN_EXE_remit"))
+        .env_remove("CARGO")
         .args(["devnet", "--validators", "4", "--base-port", &base_port.to_string(), "--dir"])
         .arg(dir)
         .stdout(Stdio::piped())
