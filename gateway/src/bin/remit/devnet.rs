@@ -61,6 +61,11 @@ pub struct DevnetArgs {
     /// logs then go to DIR/<participant>/remitd.log instead of stdout.
     #[arg(long)]
     load_rate: Option<f64>,
+    /// Once ready, send this many remittances per second through the
+    /// gateways' wallet APIs until stopped (quote, screen, settle, pay out),
+    /// reporting every 5 s; node logs then go to DIR/<participant>/remitd.log.
+    #[arg(long)]
+    remittance_rate: Option<f64>,
 }
 
 /// Writes a line to stdout; a closed stdout must not stop the supervisor.
@@ -82,6 +87,9 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
     }
     if args.load_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--load-rate must be a positive number of transfers per second");
+    }
+    if args.remittance_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("--remittance-rate must be a positive number of remittances per second");
     }
     let validators = u32::try_from(args.validators).unwrap_or(u32::MAX);
     let highest_port = u32::from(args.base_port).saturating_add(u32::from(HTTP_PORT_OFFSET)).saturating_add(validators);
@@ -110,7 +118,14 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
         std::fs::remove_file(&devnet_path).with_context(|| format!("removing stale {}", devnet_path.display()))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let supervisor = Supervisor { dir, remitd, tls: args.tls, load_rate: args.load_rate, api_keys };
+    let supervisor = Supervisor {
+        dir,
+        remitd,
+        tls: args.tls,
+        load_rate: args.load_rate,
+        remittance_rate: args.remittance_rate,
+        api_keys,
+    };
     runtime.block_on(supervisor.run(nodes))
 }
 
@@ -178,7 +193,15 @@ struct Supervisor {
     remitd: PathBuf,
     tls: bool,
     load_rate: Option<f64>,
+    remittance_rate: Option<f64>,
     api_keys: std::collections::BTreeMap<String, String>,
+}
+
+impl Supervisor {
+    /// Node logs go to files while a load prints its status lines.
+    fn quiet(&self) -> bool {
+        self.load_rate.is_some() || self.remittance_rate.is_some()
+    }
 }
 
 /// A started child: its name, pid, log file (quiet mode) and whether it runs.
@@ -221,11 +244,12 @@ impl Supervisor {
         let devnet_path = self.dir.join(DEVNET_FILE);
         let pids: Vec<String> = children.iter().map(|c| format!("{} pid {}", c.node.name, c.node.pid)).collect();
         say(&format!("devnet: started {} remitd ({}); waiting until ready", children.len(), pids.join(", ")));
-        if self.load_rate.is_some() {
+        if self.quiet() {
             say(&format!("devnet: node logs in {}", self.dir.join("<participant>").join("remitd.log").display()));
         }
         let ready = tokio::spawn(wait_ready(devnet.nodes.clone(), events.clone()));
         let mut load: Option<(Arc<Session>, Vec<JoinHandle<()>>)> = None;
+        let mut remittances: Option<JoinHandle<()>> = None;
         let code = loop {
             let event = tokio::select! {
                 _ = interrupt.recv() => Event::Stop("SIGINT"),
@@ -257,16 +281,33 @@ impl Supervisor {
                             Ok(started) => load = Some(started),
                             Err(error) => say(&format!("devnet: load not started: {error:#}")),
                         },
-                        None => say(&format!(
-                            "devnet: try `remit ledger load --devnet {} --transfers 20000`; Ctrl-C stops",
+                        None if self.remittance_rate.is_none() => say(&format!(
+                            "devnet: try `remit send --devnet {} --from gw-us --to gw-ph --amount \"100 USD\"`; \
+                             Ctrl-C stops",
                             self.dir.display()
                         )),
+                        None => {}
+                    }
+                    if let Some(rate) = self.remittance_rate {
+                        say(&format!("devnet: sending {rate} remittances/s through the wallet APIs; status every 5 s"));
+                        let dir = self.dir.clone();
+                        let events = events.clone();
+                        remittances = Some(tokio::spawn(async move {
+                            let why = match crate::remittance_load::stream(dir, rate, Duration::from_secs(5)).await {
+                                Ok(()) => "ended".to_owned(),
+                                Err(error) => format!("{error:#}"),
+                            };
+                            let _ = events.send(Event::LoadEnded(why));
+                        }));
                     }
                 }
                 Event::LoadEnded(why) => say(&format!("devnet: load stopped: {why}")),
             }
         };
         ready.abort();
+        if let Some(task) = remittances.take() {
+            task.abort();
+        }
         if let Some((session, tasks)) = load.take() {
             for task in tasks {
                 task.abort();
@@ -284,7 +325,7 @@ impl Supervisor {
     fn spawn(&self, index: usize, mut node: DevnetNode, events: mpsc::UnboundedSender<Event>) -> anyhow::Result<Child> {
         let mut command = std::process::Command::new(&self.remitd);
         command.arg("--config").arg(&node.config).stdin(Stdio::null()).process_group(0);
-        let log = if self.load_rate.is_some() {
+        let log = if self.quiet() {
             let path = self.dir.join(&node.name).join("remitd.log");
             let file = OpenOptions::new()
                 .create(true)

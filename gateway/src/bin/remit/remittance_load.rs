@@ -93,7 +93,107 @@ pub fn run(args: &RemittanceLoadArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(drive(args, devnet, network))
 }
 
-async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkConfig) -> anyhow::Result<ExitCode> {
+/// `count` remittances from gateway `origin` to random others, with
+/// idempotency keys `<prefix>-<batch>-<i>`.
+fn make_batch(
+    gateways: &[Gateway],
+    origin: usize,
+    b: usize,
+    count: usize,
+    rng: &mut impl Rng,
+    prefix: &str,
+) -> Vec<pb::CreateRemittanceRequest> {
+    let source = &gateways[origin];
+    (0..count)
+        .map(|i| {
+            let mut destination = rng.gen_range(0..gateways.len() - 1);
+            if destination >= origin {
+                destination += 1;
+            }
+            let target = &gateways[destination];
+            let amount = format!("{}", rng.gen_range(20..2_000));
+            pb::CreateRemittanceRequest {
+                quote_id: String::new(),
+                quote: Some(pb::CreateQuoteRequest {
+                    source_country: source.country.clone(),
+                    source_currency: source.currency.clone(),
+                    destination_country: target.country.clone(),
+                    destination_currency: target.currency.clone(),
+                    send_amount: Some(pb::Amount { value: amount, currency: source.currency.clone() }),
+                    receive_amount: None,
+                }),
+                originator: Some(party("Sender", format!("S{b}X{i}"), &source.country)),
+                beneficiary: Some(party("Receiver", format!("R{b}X{i}"), &target.country)),
+                purpose: "FAMI".into(),
+                idempotency_key: format!("{prefix}-{b}-{i}"),
+                remittance_information: String::new(),
+            }
+        })
+        .collect()
+}
+
+/// Streams remittances through every gateway at `rate` per second until
+/// dropped, printing every `every` what was accepted and how a sample of
+/// them ended (the devnet's `--remittance-rate`).
+pub async fn stream(devnet_dir: PathBuf, rate: f64, every: Duration) -> anyhow::Result<()> {
+    let devnet = DevnetFile::load(&devnet_dir)?;
+    let network = NetworkConfig::load(&devnet.network).with_context(|| devnet.network.display().to_string())?;
+    let gateways = Arc::new(connect(&devnet, &network).await?);
+    let batch = ((rate / 20.0).round() as usize).clamp(1, 500);
+    let interval = Duration::from_secs_f64(batch as f64 / rate);
+    let prefix = format!("devnet-{}", uuid::Uuid::new_v4().simple());
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<(usize, String)>::new()));
+    let started = Instant::now();
+    let mut report_at = started + every;
+    for b in 0.. {
+        let origin = b % gateways.len();
+        let requests = make_batch(&gateways, origin, b, batch, &mut rng, &prefix);
+        tokio::time::sleep_until((started + interval.mul_f64(b as f64)).into()).await;
+        let mut client = gateways[origin].client.clone();
+        let (accepted_n, refused_n, sampled) = (accepted.clone(), refused.clone(), samples.clone());
+        tokio::spawn(async move {
+            let (accepted, refused, samples) = (accepted_n, refused_n, sampled);
+            let Ok(reply) = client.submit_remittances(pb::SubmitRemittancesRequest { remittances: requests }).await
+            else {
+                refused.fetch_add(batch as u64, std::sync::atomic::Ordering::Relaxed);
+                return;
+            };
+            let reply = reply.into_inner();
+            let ok = reply.results.iter().filter(|r| r.remittance.is_some()).count() as u64;
+            accepted.fetch_add(ok, std::sync::atomic::Ordering::Relaxed);
+            refused.fetch_add(reply.results.len() as u64 - ok, std::sync::atomic::Ordering::Relaxed);
+            if let Some(first) = reply.results.iter().find_map(|r| r.remittance.as_ref()) {
+                if let Ok(mut samples) = samples.lock() {
+                    samples.push((origin, first.uetr.clone()));
+                }
+            }
+        });
+        if Instant::now() >= report_at {
+            report_at += every;
+            let taken: Vec<(usize, String)> = samples.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+            let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+            for (origin, uetr) in taken {
+                let request = pb::GetRemittanceRequest { uetr };
+                if let Ok(reply) = gateways[origin].client.clone().get_remittance(request).await {
+                    *statuses.entry(reply.into_inner().status).or_default() += 1;
+                }
+            }
+            eprintln!(
+                "devnet: remittances {:.0} s: {} accepted, {} refused; sampled statuses {:?}",
+                started.elapsed().as_secs_f64(),
+                accepted.load(std::sync::atomic::Ordering::Relaxed),
+                refused.load(std::sync::atomic::Ordering::Relaxed),
+                statuses
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn connect(devnet: &DevnetFile, network: &NetworkConfig) -> anyhow::Result<Vec<Gateway>> {
     let mut gateways = Vec::new();
     for node in &devnet.nodes {
         let Some(key) = devnet.api_keys.get(&node.name) else { continue };
@@ -120,6 +220,11 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
     if gateways.len() < 2 {
         bail!("devnet.json lists fewer than two gateways with API keys");
     }
+    Ok(gateways)
+}
+
+async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkConfig) -> anyhow::Result<ExitCode> {
+    let gateways = connect(&devnet, &network).await?;
     let gateways = Arc::new(gateways);
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let batches = args.total.div_ceil(args.batch);
@@ -139,32 +244,7 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
         let origin = b % gateways.len();
         let count = args.batch.min(args.total - b * args.batch);
         let source = &gateways[origin];
-        let requests: Vec<pb::CreateRemittanceRequest> = (0..count)
-            .map(|i| {
-                let mut destination = rng.gen_range(0..gateways.len() - 1);
-                if destination >= origin {
-                    destination += 1;
-                }
-                let target = &gateways[destination];
-                let amount = format!("{}", rng.gen_range(20..2_000));
-                pb::CreateRemittanceRequest {
-                    quote_id: String::new(),
-                    quote: Some(pb::CreateQuoteRequest {
-                        source_country: source.country.clone(),
-                        source_currency: source.currency.clone(),
-                        destination_country: target.country.clone(),
-                        destination_currency: target.currency.clone(),
-                        send_amount: Some(pb::Amount { value: amount, currency: source.currency.clone() }),
-                        receive_amount: None,
-                    }),
-                    originator: Some(party("Sender", format!("S{b}X{i}"), &source.country)),
-                    beneficiary: Some(party("Receiver", format!("R{b}X{i}"), &target.country)),
-                    purpose: "FAMI".into(),
-                    idempotency_key: format!("load-{}-{b}-{i}", args.seed),
-                    remittance_information: String::new(),
-                }
-            })
-            .collect();
+        let requests = make_batch(&gateways, origin, b, count, &mut rng, &format!("load-{}", args.seed));
         if !interval.is_zero() {
             let due = started + interval.mul_f64(b as f64);
             tokio::time::sleep_until(due.into()).await;
