@@ -40,7 +40,23 @@ fn usd(minor: u64) -> remit_settlement::Money {
 }
 
 fn open(dir: &Path, network: Option<&NetworkConfig>) -> Result<Chain<SledLedgerStore>, ChainError> {
-    Chain::open(SledLedgerStore::open(dir).expect("sled opens"), network)
+    Chain::open(retry_lock(|| SledLedgerStore::open(dir).map_err(|e| e.to_string())), network)
+}
+
+/// sled lets go of its directory lock a moment after the last handle is
+/// dropped (its flusher thread holds the database briefly); reopening at
+/// once can find the lock still held. Retries for up to 10 s, then panics.
+fn retry_lock<T>(mut open: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(value) => return value,
+            Err(error) if error.contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("store does not open: {error}"),
+        }
+    }
 }
 
 /// Appends a block and certifies it in process, as `Keyring::certify` does.
@@ -212,7 +228,7 @@ fn reopen_tampered(edit: impl FnOnce(&sled::Db, &[Block])) -> Result<Chain<SledL
     let dir = tempfile::tempdir().expect("tempdir");
     let blocks = build(dir.path(), &validators, &network);
     {
-        let db = sled::open(dir.path()).expect("raw handle");
+        let db = retry_lock(|| sled::open(dir.path()).map_err(|e| e.to_string()));
         edit(&db, &blocks);
         db.flush().expect("flushed");
     }
@@ -301,13 +317,13 @@ fn snapshot_from_another_height_is_detected() {
     let network = network_config(&validators);
     let dir = tempfile::tempdir().expect("tempdir");
     build(dir.path(), &validators, &network);
-    let old_snapshot = get(&sled::open(dir.path()).expect("raw"), KEY_SNAPSHOT);
+    let old_snapshot = get(&retry_lock(|| sled::open(dir.path()).map_err(|e| e.to_string())), KEY_SNAPSHOT);
     {
         let mut chain = open(dir.path(), None).expect("reopens");
         append_certified(&mut chain, &validators, vec![]);
     }
     {
-        let db = sled::open(dir.path()).expect("raw");
+        let db = retry_lock(|| sled::open(dir.path()).map_err(|e| e.to_string()));
         put(&db, KEY_SNAPSHOT, old_snapshot);
         db.flush().expect("flushed");
     }
@@ -572,7 +588,7 @@ fn reopen_reports_tampered(edit: impl FnOnce(&sled::Db)) -> Result<Chain<SledLed
     let dir = tempfile::tempdir().expect("tempdir");
     build_with_reports(dir.path(), &validators, &network);
     {
-        let db = sled::open(dir.path()).expect("raw handle");
+        let db = retry_lock(|| sled::open(dir.path()).map_err(|e| e.to_string()));
         edit(&db);
         db.flush().expect("flushed");
     }
