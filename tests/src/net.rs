@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
+use remit_gateway::api::grpc::BearerAuth;
 use remit_gateway::constants::GET_BLOCKS_LIMIT_MAX;
 use remit_gateway::devnet::{prepare_with_keys, DevnetNode, DevnetOptions, HTTP_PORT_OFFSET, KEYS_SUBDIR};
 use remit_gateway::node::peers::{connect_lazy, Client};
@@ -52,19 +53,8 @@ use crate::{check_stored_ledger, StoredLedger};
 
 /// A `remit.v1.Remittances` client that sends an API key with every call.
 pub type WalletClient = remit_proto::v1::remittances_client::RemittancesClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WalletAuth>,
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerAuth>,
 >;
-
-/// Adds `authorization: Bearer <key>` to every call.
-#[derive(Clone, Debug)]
-pub struct WalletAuth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for WalletAuth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 /// Connects a wallet client to `url` (the node's `api_url`) with `key`.
 pub async fn wallet_client(url: &str, key: &str) -> anyhow::Result<WalletClient> {
@@ -73,7 +63,7 @@ pub async fn wallet_client(url: &str, key: &str) -> anyhow::Result<WalletClient>
         .connect()
         .await
         .with_context(|| format!("connecting to the wallet API at {url}"))?;
-    let auth = WalletAuth(format!("Bearer {key}").parse().context("API key is not ASCII")?);
+    let auth = BearerAuth::new(key).context("API key is not ASCII")?;
     Ok(remit_proto::v1::remittances_client::RemittancesClient::with_interceptor(channel, auth))
 }
 

@@ -20,6 +20,25 @@ pub struct RemittancesService {
     engine: Engine,
 }
 
+/// Adds `authorization: Bearer <key>` to every call (for clients of the API:
+/// `remit send`, the load generator, tests).
+#[derive(Clone, Debug)]
+pub struct BearerAuth(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl BearerAuth {
+    /// The interceptor for `key`; fails if the key is not ASCII.
+    pub fn new(key: &str) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
+        Ok(Self(format!("Bearer {key}").parse()?))
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
 /// Authenticates a call and records the client in its extensions.
 #[derive(Clone, Debug)]
 pub struct AuthInterceptor(Authenticator);
@@ -56,38 +75,6 @@ fn status(error: RequestError) -> Status {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Remittance, Status>> + Send>>;
-
-impl RemittancesService {
-    async fn submit_all(
-        &self,
-        client: &str,
-        requests: Vec<pb::CreateRemittanceRequest>,
-    ) -> pb::SubmitRemittancesResponse {
-        let mut slots: Vec<Option<pb::SubmitResult>> = Vec::with_capacity(requests.len());
-        let mut inputs = Vec::new();
-        let mut positions = Vec::new();
-        for request in &requests {
-            match convert::create_input(request) {
-                Ok(input) => {
-                    positions.push(slots.len());
-                    slots.push(None);
-                    inputs.push(input);
-                }
-                Err(error) => slots.push(Some(convert::submit_error(&error))),
-            }
-        }
-        let results = self.engine.create_many(client, inputs).await;
-        for (position, result) in positions.into_iter().zip(results) {
-            slots[position] = Some(match result {
-                Ok(record) => {
-                    pb::SubmitResult { remittance: Some(convert::remittance_json(&record)), ..Default::default() }
-                }
-                Err(error) => convert::submit_error(&error),
-            });
-        }
-        pb::SubmitRemittancesResponse { results: slots.into_iter().map(Option::unwrap_or_default).collect() }
-    }
-}
 
 #[tonic::async_trait]
 impl Remittances for RemittancesService {
@@ -164,7 +151,7 @@ impl Remittances for RemittancesService {
             return Err(Status::invalid_argument(format!("remittances: at most {SUBMIT_MANY_MAX} per call")));
         }
         let span = info_span!("remit.api.submit_remittances", client, count = requests.len());
-        Ok(Response::new(self.submit_all(&client, requests).instrument(span).await))
+        Ok(Response::new(super::submit_all(&self.engine, &client, requests).instrument(span).await))
     }
 
     async fn stream_remittances(
@@ -178,11 +165,11 @@ impl Remittances for RemittancesService {
         while let Some(item) = stream.next().await {
             chunk.push(item?);
             if chunk.len() == SUBMIT_MANY_MAX {
-                all.results.extend(self.submit_all(&client, std::mem::take(&mut chunk)).await.results);
+                all.results.extend(super::submit_all(&self.engine, &client, std::mem::take(&mut chunk)).await.results);
             }
         }
         if !chunk.is_empty() {
-            all.results.extend(self.submit_all(&client, chunk).await.results);
+            all.results.extend(super::submit_all(&self.engine, &client, chunk).await.results);
         }
         Ok(Response::new(all))
     }

@@ -36,6 +36,39 @@ pub fn webhook_deliveries(engine: &Engine, client: &str, limit: usize) -> Vec<pb
         .collect()
 }
 
+/// Creates a batch of remittances for `client`, each judged on its own:
+/// one result per request, in order (SubmitRemittances, StreamRemittances
+/// and `POST /v1/remittances:batch`).
+pub async fn submit_all(
+    engine: &Engine,
+    client: &str,
+    requests: Vec<pb::CreateRemittanceRequest>,
+) -> pb::SubmitRemittancesResponse {
+    let mut slots: Vec<Option<pb::SubmitResult>> = Vec::with_capacity(requests.len());
+    let mut inputs = Vec::new();
+    let mut positions = Vec::new();
+    for request in &requests {
+        match convert::create_input(request) {
+            Ok(input) => {
+                positions.push(slots.len());
+                slots.push(None);
+                inputs.push(input);
+            }
+            Err(error) => slots.push(Some(convert::submit_error(&error))),
+        }
+    }
+    let results = engine.create_many(client, inputs).await;
+    for (position, result) in positions.into_iter().zip(results) {
+        slots[position] = Some(match result {
+            Ok(record) => {
+                pb::SubmitResult { remittance: Some(convert::remittance_json(&record)), ..Default::default() }
+            }
+            Err(error) => convert::submit_error(&error),
+        });
+    }
+    pb::SubmitRemittancesResponse { results: slots.into_iter().map(Option::unwrap_or_default).collect() }
+}
+
 /// The whole API as one router: gRPC (content-type application/grpc), REST
 /// and `/openapi.json`.
 pub fn router(engine: Engine, auth: Authenticator) -> axum::Router {

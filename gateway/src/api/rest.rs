@@ -137,29 +137,7 @@ async fn submit_remittances(
     if body.remittances.len() > SUBMIT_MANY_MAX {
         return Err(RequestError::invalid("remittances", None, format!("at most {SUBMIT_MANY_MAX} per call")).into());
     }
-    let mut slots: Vec<Option<pb::SubmitResult>> = Vec::with_capacity(body.remittances.len());
-    let mut inputs = Vec::new();
-    let mut positions = Vec::new();
-    for (i, request) in body.remittances.iter().enumerate() {
-        match convert::create_input(request) {
-            Ok(input) => {
-                positions.push(i);
-                slots.push(None);
-                inputs.push(input);
-            }
-            Err(error) => slots.push(Some(convert::submit_error(&error))),
-        }
-    }
-    let results = engine.create_many(&client.0, inputs).await;
-    for (position, result) in positions.into_iter().zip(results) {
-        slots[position] = Some(match result {
-            Ok(record) => {
-                pb::SubmitResult { remittance: Some(convert::remittance_json(&record)), ..Default::default() }
-            }
-            Err(error) => convert::submit_error(&error),
-        });
-    }
-    Ok(Json(pb::SubmitRemittancesResponse { results: slots.into_iter().map(Option::unwrap_or_default).collect() }))
+    Ok(Json(super::submit_all(&engine, &client.0, body.remittances).await))
 }
 
 async fn get_remittance(

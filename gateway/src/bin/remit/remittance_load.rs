@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use rand::{Rng, SeedableRng};
+use remit_gateway::api::grpc::BearerAuth;
 use remit_gateway::devnet::{local_currency, DevnetFile};
 use remit_proto::v1 as pb;
 use remit_proto::v1::remittances_client::RemittancesClient;
 use remit_settlement::network::NetworkConfig;
 use tokio::sync::Semaphore;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -47,17 +47,7 @@ pub struct RemittanceLoadArgs {
     settle_secs: u64,
 }
 
-#[derive(Clone, Debug)]
-struct Auth(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Client = RemittancesClient<InterceptedService<Channel, Auth>>;
+type Client = RemittancesClient<InterceptedService<Channel, BearerAuth>>;
 
 struct Gateway {
     name: String,
@@ -207,7 +197,7 @@ async fn connect(devnet: &DevnetFile, network: &NetworkConfig) -> anyhow::Result
             .connect()
             .await
             .with_context(|| format!("connecting to {} at {}", node.name, node.api_url))?;
-        let auth = Auth(format!("Bearer {key}").parse()?);
+        let auth = BearerAuth::new(key)?;
         gateways.push(Gateway {
             name: node.name.clone(),
             country: participant.country.to_string(),

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use remit_gateway::api::grpc::BearerAuth;
 use remit_gateway::devnet::{local_currency, DevnetFile};
 use remit_proto::v1 as pb;
 use remit_proto::v1::remittances_client::RemittancesClient;
 use remit_settlement::network::NetworkConfig;
 use remit_settlement::{Money, ParticipantId};
 use tokio_stream::StreamExt;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
 #[derive(Args, Debug)]
@@ -93,11 +93,7 @@ pub fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
             .connect()
             .await
             .with_context(|| format!("connecting to {} at {}; is the devnet running?", node.name, node.api_url))?;
-        let bearer: MetadataValue<_> = format!("Bearer {key}").parse()?;
-        let mut client = RemittancesClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-            request.metadata_mut().insert("authorization", bearer.clone());
-            Ok(request)
-        });
+        let mut client = RemittancesClient::with_interceptor(channel, BearerAuth::new(&key)?);
         let quote = client.create_quote(quote_request).await.map_err(status_error)?.into_inner();
         let create = pb::CreateRemittanceRequest {
             quote_id: quote.quote_id.clone(),
