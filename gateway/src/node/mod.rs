@@ -9,6 +9,7 @@ pub mod raft_network;
 pub mod service;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use openraft::{BasicNode, Config, SnapshotPolicy};
@@ -42,6 +43,9 @@ pub const LEDGER_SUBDIR: &str = "ledger";
 /// Sub-directory of the data directory holding the gateway's own records
 /// (remittances, payment messages, webhook queue).
 pub const GATEWAY_SUBDIR: &str = "gateway";
+/// Sub-directory of the gateway directory holding its sled database (the
+/// webhook queue); the remittance journal is `journal.log` beside it.
+pub const GATEWAY_DB_SUBDIR: &str = "db";
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -171,11 +175,8 @@ impl Node {
         // The gateway's private records (customer data) live apart from the
         // ledger, so a ledger directory can be handed to an auditor as is.
         let gateway_dir = config.node.data_dir.join(GATEWAY_SUBDIR);
-        let gateway_db = sled::Config::new()
-            .path(&gateway_dir)
-            .open()
-            .map_err(|e| setup(format!("{}: {e}", gateway_dir.display())))?;
-        let engine = start_engine(&config, &network, &gateway_db, ledger)?;
+        let (gateway_db, journal_path) = open_gateway_store(&gateway_dir)?;
+        let engine = start_engine(&config, &network, &gateway_db, &journal_path, ledger)?;
         // The wallet API on its own listener, or beside health and metrics.
         let mut wallet_api = None;
         if let Some(api) = &config.api {
@@ -255,10 +256,29 @@ impl Node {
 
 /// Opens the remittance engine: corridors, rates, keys, payout adapter and
 /// webhooks from the configuration.
+/// Opens the gateway's private store: the remittance journal
+/// (`<dir>/journal.log`) and a sled database for the webhook queue
+/// (`<dir>/db`). Refuses the layout of earlier versions (the journal in sled)
+/// rather than start with an empty history.
+fn open_gateway_store(dir: &Path) -> Result<(sled::Db, PathBuf), NodeError> {
+    if dir.join("conf").exists() {
+        return Err(setup(format!(
+            "{}: gateway store from an earlier version (journal in sled); this version keeps the journal in \
+             journal.log: move the directory aside and rebuild the node (or re-create the devnet)",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| setup(format!("{}: {e}", dir.display())))?;
+    let db_dir = dir.join(GATEWAY_DB_SUBDIR);
+    let db = sled::Config::new().path(&db_dir).open().map_err(|e| setup(format!("{}: {e}", db_dir.display())))?;
+    Ok((db, dir.join(crate::remittance::journal::JOURNAL_FILE)))
+}
+
 fn start_engine(
     config: &NodeConfig,
     network: &NetworkConfig,
     db: &sled::Db,
+    journal_path: &Path,
     ledger: LedgerAccess,
 ) -> Result<Engine, NodeError> {
     let section = &config.remittance;
@@ -307,7 +327,7 @@ fn start_engine(
         dispatcher.spawn();
         Some(dispatcher)
     };
-    Engine::start(engine_config, db, ledger, Arc::new(PassThrough), payout, webhooks).map_err(setup)
+    Engine::start(engine_config, journal_path, ledger, Arc::new(PassThrough), payout, webhooks).map_err(setup)
 }
 
 /// Validator index -> peer address, checked against network.json.

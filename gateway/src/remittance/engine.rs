@@ -296,6 +296,17 @@ impl State {
     }
 }
 
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineStartError {
+    /// The journal could not be opened or replayed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The engine's configuration is unusable.
+    #[error("remittance engine: {0}")]
+    Config(String),
+}
+
 /// Where the engine submits to and reads from: the local node.
 #[derive(Clone)]
 pub struct LedgerAccess {
@@ -420,20 +431,20 @@ impl Engine {
     /// Opens the engine on the node's database and starts its tasks.
     pub fn start(
         config: EngineConfig,
-        db: &sled::Db,
+        journal_path: &std::path::Path,
         ledger: LedgerAccess,
         screening: Arc<dyn Screening>,
         payout: Arc<dyn PayoutAdapter>,
         webhooks: Option<WebhookDispatcher>,
-    ) -> Result<Self, JournalError> {
-        let (journal, events) = Journal::open(db)?;
+    ) -> Result<Self, EngineStartError> {
+        let (journal, events) = Journal::open(journal_path)?;
         let mut state = State::default();
         let replayed = events.len();
         for event in events {
             state.apply(event);
         }
         let quotes =
-            QuoteBook::new(config.quote_ttl_ms).map_err(|e| JournalError::Corrupt { seq: 0, reason: e.to_string() })?;
+            QuoteBook::new(config.quote_ttl_ms).map_err(|e| EngineStartError::Config(e.to_string()))?;
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (payout_tx, payout_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
@@ -544,10 +555,12 @@ impl Engine {
             }
         }
         if !fresh.is_empty() {
-            let events = fresh.iter().map(|(_, record)| JournalEvent::Created { remittance: record.clone() }).collect();
-            let durable = self.inner.journal.append(events).instrument(span.clone()).await;
+            let (indices, events): (Vec<usize>, Vec<JournalEvent>) =
+                fresh.into_iter().map(|(index, remittance)| (index, JournalEvent::Created { remittance })).unzip();
+            let durable = self.inner.journal.append(&events).instrument(span.clone()).await;
             let mut state = self.state();
-            for (index, record) in fresh {
+            for (index, event) in indices.into_iter().zip(events) {
+                let JournalEvent::Created { remittance: record } = event else { unreachable!("built as created") };
                 let uetr = record.uetr;
                 match &durable {
                     Ok(()) => {
@@ -566,8 +579,10 @@ impl Engine {
             }
             drop(state);
             self.inner.created.notify_waiters();
-            for result in results.iter().flatten().flatten() {
-                self.publish(result.clone());
+            if self.has_listeners(client) {
+                for result in results.iter().flatten().flatten() {
+                    self.publish(result.clone());
+                }
             }
         }
         for (index, uetr, fingerprint, key) in existing {
@@ -846,10 +861,18 @@ impl Engine {
             // Applied under the lock so the submitter cannot take it meanwhile.
             state.apply(event.clone());
         }
-        self.inner.journal.append(vec![event]).await?;
+        self.inner.journal.append(std::slice::from_ref(&event)).await?;
         let record = self.get(client, uetr)?;
         self.publish(record.clone());
         Ok(record)
+    }
+
+    /// Whether anyone would receive a change to one of `client`'s
+    /// remittances (a watcher, or the client's webhook); when nobody would,
+    /// records are not copied for publishing.
+    fn has_listeners(&self, client: &str) -> bool {
+        self.inner.updates.receiver_count() > 0
+            || self.inner.webhooks.as_ref().is_some_and(|webhooks| webhooks.has_endpoint(client))
     }
 
     /// Sends a changed record to watchers and webhooks.
@@ -874,11 +897,16 @@ impl Engine {
         if events.is_empty() {
             return Ok(());
         }
-        self.inner.journal.append(events.clone()).await?;
+        self.inner.journal.append(&events).await?;
         let changed: Vec<Remittance> = {
             let mut state = self.state();
             let uetrs: Vec<Uetr> = events.into_iter().filter_map(|e| state.apply(e)).collect();
-            uetrs.iter().filter_map(|u| state.remittances.get(u).cloned()).collect()
+            uetrs
+                .iter()
+                .filter_map(|u| state.remittances.get(u))
+                .filter(|record| self.has_listeners(&record.client_id))
+                .cloned()
+                .collect()
         };
         for record in changed {
             self.publish(record);
@@ -1437,6 +1465,9 @@ fn inbox_message(envelope: PaymentMessageEnvelope) -> Result<InboxMessage, Strin
     }
     if envelope.message.is_empty() || envelope.message.len() > PAYMENT_MESSAGE_BYTES_MAX {
         return Err(format!("message: 1 to {PAYMENT_MESSAGE_BYTES_MAX} bytes"));
+    }
+    if std::str::from_utf8(&envelope.message).is_err() {
+        return Err("message: must be UTF-8 JSON".into());
     }
     Ok(InboxMessage { uetr, origin, salt: envelope.salt, message: envelope.message })
 }

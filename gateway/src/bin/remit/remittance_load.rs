@@ -229,6 +229,8 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
         args.rate
     );
     let started = Instant::now();
+    // Only this run's remittances are read back (the devnet may hold others).
+    let started_ms = remit_gateway::remittance::engine::now_ms();
     let mut tasks = Vec::with_capacity(batches);
     for b in 0..batches {
         let origin = b % gateways.len();
@@ -283,6 +285,7 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
             let request = pb::ListRemittancesRequest {
                 status: vec!["received,submitted,committed,final,payout_pending".into()],
                 page_size: 1,
+                created_from_ms: started_ms,
                 ..Default::default()
             };
             open += gateway.client.clone().list_remittances(request).await?.into_inner().remittances.len();
@@ -303,8 +306,12 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
     for gateway in gateways.iter() {
         let mut token = String::new();
         loop {
-            let request =
-                pb::ListRemittancesRequest { page_size: 500, page_token: token.clone(), ..Default::default() };
+            let request = pb::ListRemittancesRequest {
+                page_size: 500,
+                page_token: token.clone(),
+                created_from_ms: started_ms,
+                ..Default::default()
+            };
             let page = gateway.client.clone().list_remittances(request).await?.into_inner();
             for remittance in &page.remittances {
                 *by_status.entry(remittance.status.clone()).or_default() += 1;
