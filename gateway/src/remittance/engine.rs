@@ -71,6 +71,10 @@ pub const PAYMENT_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 pub const MESSAGE_FETCH_ATTEMPTS_MAX: u32 = 12;
 /// Status updates buffered for slow watchers.
 const UPDATES_CAPACITY: usize = 65_536;
+/// Most remittances paid out in one batch.
+const PAYOUT_BATCH_MAX: usize = 1_024;
+/// Payout batches in flight at once.
+const PAYOUT_BATCHES_IN_FLIGHT_MAX: usize = 8;
 
 /// The kind of a request error; maps to gRPC codes and HTTP statuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,9 +241,34 @@ struct State {
 }
 
 impl State {
+    /// Applies one event; returns the uetr of a remittance that changed
+    /// (for `Statuses`, pushes each changed one to `changed` instead).
+    fn apply_into(&mut self, event: JournalEvent, changed: &mut Vec<Uetr>) {
+        if let JournalEvent::Statuses { uetrs, change, ledger } = event {
+            for uetr in uetrs {
+                let Some(record) = self.remittances.get_mut(&uetr) else { continue };
+                let mut moved = false;
+                if ledger.is_some() && record.ledger.is_none() {
+                    record.ledger = ledger;
+                    moved = true;
+                }
+                if record.advance(change.clone()) || moved {
+                    changed.push(uetr);
+                }
+            }
+        } else if let Some(uetr) = self.apply(event) {
+            changed.push(uetr);
+        }
+    }
+
     /// Applies one event; returns the uetr of a remittance that changed.
     fn apply(&mut self, event: JournalEvent) -> Option<Uetr> {
         match event {
+            JournalEvent::Statuses { .. } => {
+                let mut changed = Vec::new();
+                self.apply_into(event, &mut changed);
+                changed.pop()
+            }
             JournalEvent::Created { remittance } => {
                 let uetr = remittance.uetr;
                 if self.remittances.contains_key(&uetr) {
@@ -270,6 +299,14 @@ impl State {
                     changed = true;
                 }
                 (record.advance(change) || changed).then_some(uetr)
+            }
+            JournalEvent::PaidOut { uetr, reference } => {
+                let record = self.remittances.get_mut(&uetr)?;
+                if record.payout_reference.is_some() {
+                    return None;
+                }
+                record.payout_reference = Some(reference);
+                Some(uetr)
             }
             JournalEvent::MessageDelivered { uetr } => {
                 let record = self.remittances.get_mut(&uetr)?;
@@ -440,8 +477,10 @@ impl Engine {
         let (journal, events) = Journal::open(journal_path)?;
         let mut state = State::default();
         let replayed = events.len();
+        let mut changed = Vec::new();
         for event in events {
-            state.apply(event);
+            state.apply_into(event, &mut changed);
+            changed.clear();
         }
         let quotes =
             QuoteBook::new(config.quote_ttl_ms).map_err(|e| EngineStartError::Config(e.to_string()))?;
@@ -897,10 +936,14 @@ impl Engine {
         if events.is_empty() {
             return Ok(());
         }
+        let events = super::journal::compact(events);
         self.inner.journal.append(&events).await?;
         let changed: Vec<Remittance> = {
             let mut state = self.state();
-            let uetrs: Vec<Uetr> = events.into_iter().filter_map(|e| state.apply(e)).collect();
+            let mut uetrs = Vec::new();
+            for event in events {
+                state.apply_into(event, &mut uetrs);
+            }
             uetrs
                 .iter()
                 .filter_map(|u| state.remittances.get(u))
@@ -1214,6 +1257,8 @@ impl Engine {
         let mut events = Vec::new();
         let mut waiting = Vec::new();
         let mut accepted_incoming = Vec::new();
+        // Grouped by kind so that the journal stores one event per kind.
+        let (mut finals, mut pending) = (Vec::new(), Vec::new());
         let state = self.state();
         for (entry, result) in block.entries.iter().zip(&block.results) {
             let EntryResult::Batch { outcomes } = result else { continue };
@@ -1225,14 +1270,9 @@ impl Engine {
                         }
                         if &transfer.origin == me {
                             if let Some(record) = state.remittances.get(&transfer.uetr) {
-                                events.push(JournalEvent::Status {
-                                    uetr: transfer.uetr,
-                                    change: StatusChange::new(Status::Final, now, None, ""),
-                                    ledger: Some(position),
-                                    payout_reference: None,
-                                });
+                                finals.push(transfer.uetr);
                                 if record.message_delivered {
-                                    events.push(payout_pending(transfer.uetr, now));
+                                    pending.push(transfer.uetr);
                                 }
                             }
                         } else if &transfer.destination == me && !state.remittances.contains_key(&transfer.uetr) {
@@ -1260,6 +1300,14 @@ impl Engine {
             }
         }
         drop(state);
+        if !finals.is_empty() {
+            let change = StatusChange::new(Status::Final, now, None, "");
+            events.push(JournalEvent::Statuses { uetrs: finals, change, ledger: Some(position) });
+        }
+        if !pending.is_empty() {
+            let change = StatusChange::new(Status::PayoutPending, now, None, "");
+            events.push(JournalEvent::Statuses { uetrs: pending, change, ledger: None });
+        }
         let mut payable = Vec::with_capacity(accepted_incoming.len());
         for record in accepted_incoming {
             payable.push(record.uetr);
@@ -1353,67 +1401,104 @@ impl Engine {
 
     // ---- destination: payout ----
 
+    /// Pays out in batches: one journal append marks a batch payout_pending
+    /// (durable before the bank is called), the payouts run concurrently,
+    /// and one append records their references.
     async fn run_payouts(self, mut rx: mpsc::UnboundedReceiver<Uetr>) {
-        let limit = Arc::new(Semaphore::new(256));
-        while let Some(uetr) = rx.recv().await {
+        let limit = Arc::new(Semaphore::new(PAYOUT_BATCHES_IN_FLIGHT_MAX));
+        loop {
+            let Some(first) = rx.recv().await else { return };
+            let mut uetrs = vec![first];
+            while uetrs.len() < PAYOUT_BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(uetr) => uetrs.push(uetr),
+                    Err(_) => break,
+                }
+            }
             let Ok(permit) = limit.clone().acquire_owned().await else { return };
             let engine = self.clone();
             tokio::spawn(async move {
-                engine.pay_out(uetr).await;
+                engine.pay_out(uetrs).await;
                 drop(permit);
             });
         }
     }
 
-    async fn pay_out(&self, uetr: Uetr) {
-        let Some(record) = self.state().remittances.get(&uetr).cloned() else { return };
-        if record.role != Role::Destination || !matches!(record.status, Status::Final | Status::PayoutPending) {
-            return;
-        }
-        if super::reports::already_reported(self, &uetr) {
-            return;
-        }
-        if record.status == Status::Final {
-            // Durable before the bank is called: a restart pays again with
-            // the same uetr, which the adapter must treat idempotently.
-            self.commit_or_log(vec![payout_pending(uetr, now_ms())]).await;
-        }
-        let instruction = PayoutInstruction {
-            uetr,
-            origin: record.message.origin.clone(),
-            beneficiary: record.message.beneficiary.clone(),
-            amount: record.message.receive_amount,
-            purpose: record.message.purpose.clone(),
-            remittance_information: record.message.remittance_information.clone(),
-        };
-        let span = info_span!("remit.payout", %uetr, adapter = self.inner.payout.name());
-        let mut backoff = Duration::from_millis(500);
-        let outcome = loop {
-            match self.inner.payout.pay(&instruction).instrument(span.clone()).await {
-                PayoutResult::Failed { reason } => {
-                    debug!(%uetr, %reason, "payout failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+    async fn pay_out(&self, uetrs: Vec<Uetr>) {
+        // Destination remittances that are due and not yet reported.
+        let mut due: Vec<(PayoutInstruction, bool)> = Vec::with_capacity(uetrs.len());
+        {
+            let state = self.state();
+            for uetr in uetrs {
+                let Some(record) = state.remittances.get(&uetr) else { continue };
+                if record.role != Role::Destination || !matches!(record.status, Status::Final | Status::PayoutPending) {
+                    continue;
                 }
-                other => break other,
-            }
-        };
-        match outcome {
-            PayoutResult::Paid { reference } => {
-                let event = JournalEvent::Status {
+                let instruction = PayoutInstruction {
                     uetr,
-                    change: StatusChange::new(Status::PayoutPending, now_ms(), None, ""),
-                    ledger: None,
-                    payout_reference: Some(reference),
+                    origin: record.message.origin.clone(),
+                    beneficiary: record.message.beneficiary.clone(),
+                    amount: record.message.receive_amount,
+                    purpose: record.message.purpose.clone(),
+                    remittance_information: record.message.remittance_information.clone(),
                 };
-                self.commit_or_log(vec![event]).await;
-                super::reports::queue_completed(self, uetr);
+                due.push((instruction, record.status == Status::Final));
             }
-            PayoutResult::Refused { reason_code, reason } => {
-                info!(%uetr, %reason_code, "payout refused; returning");
-                super::reports::queue_returned(self, uetr, &reason_code, &reason);
+        }
+        {
+            let chain = lock_chain(&self.inner.ledger.chain);
+            due.retain(|(instruction, _)| {
+                chain.state().applied_transfer(&instruction.uetr).is_none_or(|t| t.payout == remit_settlement::PayoutState::Open)
+            });
+        }
+        if due.is_empty() {
+            return;
+        }
+        // Durable before the bank is called: a restart pays again with the
+        // same uetr, which the adapter must treat idempotently.
+        let marking: Vec<Uetr> = due.iter().filter(|(_, is_final)| *is_final).map(|(i, _)| i.uetr).collect();
+        if !marking.is_empty() {
+            let change = StatusChange::new(Status::PayoutPending, now_ms(), None, "");
+            self.commit_or_log(vec![JournalEvent::Statuses { uetrs: marking, change, ledger: None }]).await;
+        }
+        let mut payouts = tokio::task::JoinSet::new();
+        for (instruction, _) in due {
+            let adapter = self.inner.payout.clone();
+            payouts.spawn(async move {
+                let span = info_span!("remit.payout", uetr = %instruction.uetr, adapter = adapter.name());
+                let mut backoff = Duration::from_millis(500);
+                loop {
+                    match adapter.pay(&instruction).instrument(span.clone()).await {
+                        PayoutResult::Failed { reason } => {
+                            debug!(uetr = %instruction.uetr, %reason, "payout failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                        other => break (instruction.uetr, other),
+                    }
+                }
+            });
+        }
+        let mut paid = Vec::new();
+        while let Some(joined) = payouts.join_next().await {
+            let Ok((uetr, outcome)) = joined else { continue };
+            match outcome {
+                PayoutResult::Paid { reference } => paid.push((uetr, reference)),
+                PayoutResult::Refused { reason_code, reason } => {
+                    info!(%uetr, %reason_code, "payout refused; returning");
+                    super::reports::queue_returned(self, uetr, &reason_code, &reason);
+                }
+                PayoutResult::Failed { .. } => {}
             }
-            PayoutResult::Failed { .. } => {}
+        }
+        if paid.is_empty() {
+            return;
+        }
+        let events =
+            paid.iter().map(|(uetr, reference)| JournalEvent::PaidOut { uetr: *uetr, reference: reference.clone() });
+        self.commit_or_log(events.collect()).await;
+        for (uetr, _) in paid {
+            super::reports::queue_completed(self, uetr);
         }
     }
 

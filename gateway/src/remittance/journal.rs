@@ -128,6 +128,23 @@ pub enum JournalEvent {
         /// The payout reference, when paid.
         payout_reference: Option<String>,
     },
+    /// The same status change for many remittances (a submitted batch, the
+    /// transfers of one certified block): one event instead of one each.
+    Statuses {
+        /// Which remittances, in order.
+        uetrs: Vec<Uetr>,
+        /// The change, applied to each.
+        change: StatusChange,
+        /// The ledger block, when the change comes from the ledger.
+        ledger: Option<LedgerPosition>,
+    },
+    /// The destination's bank paid the beneficiary (destination side).
+    PaidOut {
+        /// Which remittance.
+        uetr: Uetr,
+        /// The bank's reference for the payout.
+        reference: String,
+    },
     /// The destination acknowledged the payment message (origin side).
     MessageDelivered {
         /// Which remittance.
@@ -148,6 +165,35 @@ pub enum JournalEvent {
         /// The last processed height.
         height: u64,
     },
+}
+
+/// Merges runs of adjacent status events that carry the same change and
+/// ledger position (and no payout reference) into one `Statuses` event.
+/// Only adjacent events merge, so each remittance's events keep their order.
+pub fn compact(events: Vec<JournalEvent>) -> Vec<JournalEvent> {
+    let mut out: Vec<JournalEvent> = Vec::with_capacity(events.len());
+    for event in events {
+        let JournalEvent::Status { uetr, change, ledger, payout_reference: None } = event else {
+            out.push(event);
+            continue;
+        };
+        match out.last_mut() {
+            Some(JournalEvent::Statuses { uetrs, change: last_change, ledger: last_ledger })
+                if *last_change == change && *last_ledger == ledger =>
+            {
+                uetrs.push(uetr);
+            }
+            Some(JournalEvent::Status { uetr: first, change: last_change, ledger: last_ledger, payout_reference: None })
+                if *last_change == change && *last_ledger == ledger =>
+            {
+                let first = *first;
+                let _ = out.pop();
+                out.push(JournalEvent::Statuses { uetrs: vec![first, uetr], change, ledger });
+            }
+            _ => out.push(JournalEvent::Status { uetr, change, ledger, payout_reference: None }),
+        }
+    }
+    out
 }
 
 struct Request {
@@ -402,6 +448,33 @@ mod tests {
         std::fs::write(&path, b"something else entirely").expect("write");
         let error = Journal::open(&path).expect_err("bad magic");
         assert!(error.to_string().contains("bad magic"), "{error}");
+    }
+
+    #[test]
+    fn adjacent_equal_status_changes_merge_and_order_is_kept() {
+        use crate::remittance::record::Status;
+        let (a, b, c) = (Uetr::new_random(), Uetr::new_random(), Uetr::new_random());
+        let status = |uetr: Uetr, s: Status| JournalEvent::Status {
+            uetr,
+            change: StatusChange::new(s, 10, None, ""),
+            ledger: None,
+            payout_reference: None,
+        };
+        let events = vec![
+            status(a, Status::Final),
+            status(b, Status::Final),
+            status(c, Status::Final),
+            status(a, Status::PayoutPending),
+            cursor(4),
+            status(b, Status::PayoutPending),
+        ];
+        let compacted = compact(events);
+        assert_eq!(compacted.len(), 4, "{compacted:?}");
+        let JournalEvent::Statuses { uetrs, change, .. } = &compacted[0] else { panic!("{compacted:?}") };
+        assert_eq!((uetrs.clone(), change.status), (vec![a, b, c], Status::Final));
+        assert!(matches!(&compacted[1], JournalEvent::Status { uetr, .. } if *uetr == a));
+        assert!(matches!(&compacted[2], JournalEvent::Cursor { height: 4 }));
+        assert!(matches!(&compacted[3], JournalEvent::Status { uetr, .. } if *uetr == b));
     }
 
     #[test]

@@ -8,8 +8,7 @@ use remit_proto::v1::SubmitReportsRequest;
 use remit_settlement::block::{Entry, TransferOutcome};
 use remit_settlement::codec::Writer;
 use remit_settlement::ids::{ParticipantId, Uetr};
-use remit_settlement::replica::state_machine::lock as lock_chain;
-use remit_settlement::{PayoutOutcome, PayoutReport, PayoutReportBatch, PayoutState, ReturnReason};
+use remit_settlement::{PayoutOutcome, PayoutReport, PayoutReportBatch, ReturnReason};
 use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -52,14 +51,6 @@ pub(crate) fn queue_returned(engine: &Engine, uetr: Uetr, reason_code: &str, rea
 /// obtained (MS03: reason not specified).
 pub(crate) fn queue_return_without_message(engine: &Engine, uetr: Uetr) {
     queue_returned(engine, uetr, "MS03", "no valid payment message from the origin gateway");
-}
-
-/// Whether the ledger already holds a completion or return for `uetr`.
-pub(crate) fn already_reported(engine: &Engine, uetr: &Uetr) -> bool {
-    lock_chain(&engine.ledger().chain)
-        .state()
-        .applied_transfer(uetr)
-        .is_some_and(|transfer| transfer.payout != PayoutState::Open)
 }
 
 /// Status events for the reports of a certified `entry` that concern this
