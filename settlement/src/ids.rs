@@ -88,6 +88,10 @@ impl<'de> Deserialize<'de> for ParticipantId {
 pub struct Uetr(Uuid);
 
 impl Uetr {
+    /// The lowest value in sort order (all bits zero). Not a valid UETR: only
+    /// a lower bound for ranges over ordered UETRs.
+    pub const RANGE_MIN: Uetr = Uetr(Uuid::nil());
+
     /// A fresh random UETR.
     pub fn new_random() -> Self {
         Self(Uuid::new_v4())

@@ -29,6 +29,7 @@ use crate::config::NodeConfig;
 use crate::constants::{GRPC_MESSAGE_BYTES_MAX, RAFT_APPEND_ENTRIES_MAX};
 use crate::metrics::Metrics;
 use crate::remittance::engine::{Engine, EngineConfig, LedgerAccess};
+use crate::remittance::recent::RecentBlocks;
 use crate::remittance::{Corridors, FileRateSource, RateSource, RateTable, StaticRates};
 use crate::tls::NodeTls;
 use crate::webhook::{RetryPolicy, WebhookDispatcher, WebhookEndpoint};
@@ -161,8 +162,13 @@ impl Node {
         );
         let mut servers = vec![tokio::spawn(certifier.run(certifier_rx))];
         let forward = certifier_tx.clone();
+        let recent_blocks = RecentBlocks::default();
+        let keep = recent_blocks.clone();
         servers.push(tokio::spawn(async move {
             while let Some(applied) = applied_rx.recv().await {
+                if let Some(block) = &applied.block {
+                    keep.insert(block.clone());
+                }
                 if forward.send(CertifierEvent::Applied(applied)).is_err() {
                     return;
                 }
@@ -171,7 +177,8 @@ impl Node {
         let proposer = Proposer::new(me, raft.clone(), peers.clone(), metrics.clone(), config.block.clone());
         servers.push(tokio::spawn(proposer.clone().run()));
 
-        let ledger = LedgerAccess { proposer: proposer.clone(), chain: chain.clone(), peers: peers.clone() };
+        let ledger =
+            LedgerAccess { proposer: proposer.clone(), chain: chain.clone(), peers: peers.clone(), recent_blocks };
         // The gateway's private records (customer data) live apart from the
         // ledger, so a ledger directory can be handed to an auditor as is.
         let gateway_dir = config.node.data_dir.join(GATEWAY_SUBDIR);

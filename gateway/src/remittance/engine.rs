@@ -353,6 +353,8 @@ pub struct LedgerAccess {
     pub chain: SharedChain,
     /// Clients to the other gateways.
     pub peers: Peers,
+    /// Blocks the local node applied recently.
+    pub recent_blocks: super::recent::RecentBlocks,
 }
 
 impl std::fmt::Debug for LedgerAccess {
@@ -833,7 +835,14 @@ impl Engine {
         let size = filter.page_size.clamp(1, 500);
         let state = self.state();
         let Some(index) = state.by_client.get(client) else { return Ok((Vec::new(), None)) };
-        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        // Start at the page token or at `created_from_ms`, whichever is later.
+        let from = filter.created_from_ms.map(|from| (from, Uetr::RANGE_MIN));
+        let start = match (after, from) {
+            (Some(after), Some(from)) if from > after => std::ops::Bound::Included(from),
+            (Some(after), _) => std::ops::Bound::Excluded(after),
+            (None, Some(from)) => std::ops::Bound::Included(from),
+            (None, None) => std::ops::Bound::Unbounded,
+        };
         let mut page = Vec::new();
         let mut last = None;
         for (at, uetr) in index.range((start, std::ops::Bound::Unbounded)) {
@@ -1210,15 +1219,21 @@ impl Engine {
             let mut payable = Vec::new();
             let mut reached = cursor;
             for height in cursor + 1..=certified.min(cursor + 64) {
-                let chain = self.inner.ledger.chain.clone();
-                let bytes = tokio::task::spawn_blocking(move || {
-                    lock_chain(&chain).store().block_bytes(Height(height)).ok().flatten()
-                })
-                .await
-                .ok()
-                .flatten();
-                // A block still missing after a snapshot install: wait for backfill.
-                let Some(block) = bytes.and_then(|b| Block::decode(&b).ok()) else { break };
+                let block = match self.inner.ledger.recent_blocks.take(height) {
+                    Some(block) => block,
+                    None => {
+                        let chain = self.inner.ledger.chain.clone();
+                        let bytes = tokio::task::spawn_blocking(move || {
+                            lock_chain(&chain).store().block_bytes(Height(height)).ok().flatten()
+                        })
+                        .await
+                        .ok()
+                        .flatten();
+                        // A block still missing after a snapshot install: wait for backfill.
+                        let Some(block) = bytes.and_then(|b| Block::decode(&b).ok()) else { break };
+                        Arc::new(block)
+                    }
+                };
                 let (block_events, block_waiting, block_payable) = self.scan_block(&block);
                 events.extend(block_events);
                 waiting.extend(block_waiting);

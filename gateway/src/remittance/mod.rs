@@ -50,6 +50,7 @@ pub mod fx;
 pub mod journal;
 pub mod party;
 pub mod quote;
+pub mod recent;
 pub mod record;
 pub mod reports;
 

@@ -43,6 +43,9 @@ const META_MEMBERSHIP: &str = "raft/membership";
 pub struct AppliedBlock {
     /// The block's header.
     pub header: BlockHeader,
+    /// The whole block, when it was applied here (not for a tip installed
+    /// from a snapshot), so readers need not load it back from the store.
+    pub block: Option<Arc<crate::Block>>,
 }
 
 type StoredSnapshot = (SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>);
@@ -129,7 +132,8 @@ impl LedgerStateMachine {
                 };
                 // The receiver lives as long as the node; if it is gone the
                 // node is shutting down and certification no longer matters.
-                let _ = self.applied_blocks.send(AppliedBlock { header: block.header });
+                let header = block.header.clone();
+                let _ = self.applied_blocks.send(AppliedBlock { header, block: Some(Arc::new(block)) });
                 Ok(response)
             }
             Err(crate::chain::ChainError::Block(error)) => {
@@ -239,7 +243,7 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         info!(snapshot = %meta.snapshot_id, height = header.height.0, "snapshot installed");
         if !certified {
             // The tip arrived without its certificate: certify it like a block applied here.
-            let _ = self.applied_blocks.send(AppliedBlock { header });
+            let _ = self.applied_blocks.send(AppliedBlock { header, block: None });
         }
         self.set_current_snapshot((meta.clone(), bytes));
         Ok(())

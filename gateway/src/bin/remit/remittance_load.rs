@@ -296,7 +296,7 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
         if Instant::now() > deadline {
             bail!("remittances still open after {} s", args.settle_secs);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Read every remittance's history back.
     let mut to_final = Vec::with_capacity(accepted);
