@@ -7,6 +7,14 @@ use clap::Parser;
 use remit_gateway::config::NodeConfig;
 use remit_gateway::node::Node;
 
+// The node allocates and frees many small buffers per remittance from
+// several threads; jemalloc spends less time on that than glibc malloc and,
+// unlike mimalloc's default eager purging, keeps freed pages for reuse
+// instead of faulting in fresh zeroed pages (measured under
+// `remit remittances load`, see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "remitd", version, about = "A remit gateway node")]
 struct Args {
