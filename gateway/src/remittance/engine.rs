@@ -232,7 +232,8 @@ impl std::fmt::Debug for EngineConfig {
 
 #[derive(Default)]
 struct State {
-    remittances: HashMap<Uetr, Remittance>,
+    // Boxed: growing the map moves pointers, not whole records.
+    remittances: HashMap<Uetr, Box<Remittance>>,
     idempotency: HashMap<(String, String), Uetr>,
     by_client: HashMap<String, BTreeSet<(u64, Uetr)>>,
     inbox: HashMap<Uetr, InboxMessage>,
@@ -284,7 +285,7 @@ impl State {
                     self.incoming.remove(&uetr);
                     self.inbox.remove(&uetr);
                 }
-                self.remittances.insert(uetr, *remittance);
+                self.remittances.insert(uetr, remittance);
                 Some(uetr)
             }
             JournalEvent::Status { uetr, change, ledger, payout_reference } => {
@@ -782,7 +783,7 @@ impl Engine {
                             format!("idempotency_key: {key:?} was already used for a different request"),
                         ));
                     }
-                    return Ok(record.clone());
+                    return Ok((**record).clone());
                 }
                 if state.idempotency.get(&(client.to_owned(), key.to_owned())) != Some(&uetr) {
                     return Err(RequestError::new(
@@ -815,7 +816,7 @@ impl Engine {
                 format!("remittance {uetr} belongs to another client"),
             ));
         }
-        Ok(record.clone())
+        Ok((**record).clone())
     }
 
     /// A page of a client's remittances, oldest first.
@@ -857,7 +858,7 @@ impl Engine {
             if !filter.statuses.is_empty() && !filter.statuses.contains(&record.status) {
                 continue;
             }
-            page.push(record.clone());
+            page.push((**record).clone());
             if page.len() == size {
                 break;
             }
@@ -957,7 +958,7 @@ impl Engine {
                 .iter()
                 .filter_map(|u| state.remittances.get(u))
                 .filter(|record| self.has_listeners(&record.client_id))
-                .cloned()
+                .map(|record| (**record).clone())
                 .collect()
         };
         for record in changed {
@@ -1531,7 +1532,7 @@ impl Engine {
 
     /// Any remittance this gateway holds, origin or destination side.
     pub fn record(&self, uetr: &Uetr) -> Option<Remittance> {
-        self.state().remittances.get(uetr).cloned()
+        self.state().remittances.get(uetr).map(|record| (**record).clone())
     }
 }
 
