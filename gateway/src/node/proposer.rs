@@ -211,11 +211,14 @@ impl Proposer {
 
     /// The cutting loop; runs for the node's lifetime.
     pub async fn run(self: Arc<Self>) {
-        let tick = Duration::from_millis(self.block.age_ms_max.max(1));
+        let age_max = Duration::from_millis(self.block.age_ms_max.max(1));
         loop {
+            // Wake when the oldest pending batch comes due, not a whole
+            // period later.
+            let due = self.queue().batches.front().map_or(Instant::now() + age_max, |b| b.received + age_max);
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(tick) => {}
+                () = tokio::time::sleep_until(due.into()) => {}
             }
             if self.leader() != Some(self.me) {
                 if !self.queue().batches.is_empty() {

@@ -238,6 +238,10 @@ struct State {
     by_client: HashMap<String, BTreeSet<(u64, Uetr)>>,
     inbox: HashMap<Uetr, InboxMessage>,
     incoming: HashMap<Uetr, IncomingTransfer>,
+    /// Destination records already built (and their messages checked) for
+    /// `accepted` events about to be applied, so the message is not parsed
+    /// twice; empty outside [`Engine::commit_accepting`].
+    prepared: HashMap<Uetr, Box<Remittance>>,
     cursor: u64,
 }
 
@@ -269,6 +273,26 @@ impl State {
                 let mut changed = Vec::new();
                 self.apply_into(event, &mut changed);
                 changed.pop()
+            }
+            JournalEvent::Accepted { uetr, ledger, at_ms } => {
+                if self.remittances.contains_key(&uetr) {
+                    return None;
+                }
+                let record = match self.prepared.remove(&uetr) {
+                    Some(record) => record,
+                    None => {
+                        let Some(record) = self.inbox.get(&uetr).and_then(|m| destination_record(m, ledger, at_ms))
+                        else {
+                            warn!(%uetr, "journal: accepted transfer without a readable payment message; skipped");
+                            return None;
+                        };
+                        Box::new(record)
+                    }
+                };
+                self.incoming.remove(&uetr);
+                self.inbox.remove(&uetr);
+                self.remittances.insert(uetr, record);
+                Some(uetr)
             }
             JournalEvent::Created { remittance } => {
                 let uetr = remittance.uetr;
@@ -943,6 +967,16 @@ impl Engine {
 
     /// Journals events, applies them, and publishes what changed.
     async fn commit(&self, events: Vec<JournalEvent>) -> Result<(), JournalError> {
+        self.commit_accepting(events, Vec::new()).await
+    }
+
+    /// [`Engine::commit`], with the destination records that its `accepted`
+    /// events stand for, already built from their checked messages.
+    async fn commit_accepting(
+        &self,
+        events: Vec<JournalEvent>,
+        prepared: Vec<Box<Remittance>>,
+    ) -> Result<(), JournalError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -950,10 +984,12 @@ impl Engine {
         self.inner.journal.append(&events).await?;
         let changed: Vec<Remittance> = {
             let mut state = self.state();
+            state.prepared.extend(prepared.into_iter().map(|record| (record.uetr, record)));
             let mut uetrs = Vec::new();
             for event in events {
                 state.apply_into(event, &mut uetrs);
             }
+            state.prepared.clear();
             uetrs
                 .iter()
                 .filter_map(|u| state.remittances.get(u))
@@ -1178,7 +1214,7 @@ impl Engine {
         };
         for (message, incoming) in waiting {
             if let Some(record) = self.verify_message(&incoming, &message) {
-                self.accept_incoming(record).await;
+                self.accept_incoming(record, None).await;
             }
         }
         Ok(count)
@@ -1218,6 +1254,7 @@ impl Engine {
             let mut events = Vec::new();
             let mut waiting = Vec::new();
             let mut payable = Vec::new();
+            let mut prepared = Vec::new();
             let mut reached = cursor;
             for height in cursor + 1..=certified.min(cursor + 64) {
                 let block = match self.inner.ledger.recent_blocks.take(height) {
@@ -1235,7 +1272,8 @@ impl Engine {
                         Arc::new(block)
                     }
                 };
-                let (block_events, block_waiting, block_payable) = self.scan_block(&block);
+                let (block_events, block_waiting, block_prepared, block_payable) = self.scan_block(&block);
+                prepared.extend(block_prepared);
                 events.extend(block_events);
                 waiting.extend(block_waiting);
                 payable.extend(block_payable);
@@ -1247,7 +1285,7 @@ impl Engine {
             }
             events.push(JournalEvent::Cursor { height: reached });
             let span = info_span!("remit.remittance.follow", from = cursor + 1, to = reached);
-            if let Err(error) = self.commit(events).instrument(span).await {
+            if let Err(error) = self.commit_accepting(events, prepared).instrument(span).await {
                 warn!(%error, reached, "cannot record ledger progress; retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -1263,10 +1301,13 @@ impl Engine {
     }
 
     /// Events for one certified block, incoming transfers that still need
-    /// their message, and incoming transfers ready to pay once the events are
-    /// recorded.
+    /// their message, the destination records its `accepted` events stand
+    /// for, and incoming transfers ready to pay once the events are recorded.
     #[allow(clippy::type_complexity)]
-    fn scan_block(&self, block: &Block) -> (Vec<JournalEvent>, Vec<(Uetr, IncomingTransfer)>, Vec<Uetr>) {
+    fn scan_block(
+        &self,
+        block: &Block,
+    ) -> (Vec<JournalEvent>, Vec<(Uetr, IncomingTransfer)>, Vec<Box<Remittance>>, Vec<Uetr>) {
         let me = &self.inner.config.me;
         let now = now_ms();
         let position = LedgerPosition { height: block.height(), block_hash: block.hash() };
@@ -1325,16 +1366,16 @@ impl Engine {
             events.push(JournalEvent::Statuses { uetrs: pending, change, ledger: None });
         }
         let mut payable = Vec::with_capacity(accepted_incoming.len());
-        for record in accepted_incoming {
+        for record in &accepted_incoming {
             payable.push(record.uetr);
-            events.push(JournalEvent::Created { remittance: Box::new(record) });
+            events.push(accepted_event(record));
         }
-        (events, waiting, payable)
+        (events, waiting, accepted_incoming, payable)
     }
 
     /// The destination record for an incoming transfer if `message` is its
     /// payment message (commitment, uetr, parties and amount all match).
-    fn verify_message(&self, incoming: &IncomingTransfer, message: &InboxMessage) -> Option<Remittance> {
+    fn verify_message(&self, incoming: &IncomingTransfer, message: &InboxMessage) -> Option<Box<Remittance>> {
         let salt: [u8; 32] = message.salt.as_slice().try_into().ok()?;
         if commitment(&salt, &message.message) != incoming.commitment {
             warn!(uetr = %incoming.uetr, "payment message does not match the ledger commitment");
@@ -1349,29 +1390,20 @@ impl Engine {
             warn!(uetr = %incoming.uetr, "payment message contradicts its ledger transfer");
             return None;
         }
-        let now = now_ms();
-        Some(Remittance {
-            uetr: incoming.uetr,
-            role: Role::Destination,
-            client_id: String::new(),
-            idempotency_key: String::new(),
-            request_fingerprint: String::new(),
-            quote_id: None,
-            terms: None,
-            message: parsed,
-            salt,
-            commitment: incoming.commitment,
-            status: Status::Final,
-            history: vec![StatusChange::new(Status::Final, now, None, "")],
-            ledger: Some(incoming.ledger),
-            payout_reference: None,
-            message_delivered: true,
-        })
+        Some(Box::new(build_destination_record(parsed, salt, incoming.commitment, incoming.ledger, now_ms())))
     }
 
-    async fn accept_incoming(&self, record: Remittance) {
+    /// Records an incoming transfer whose message checked out (journalling
+    /// the message first when it was fetched rather than pushed) and queues
+    /// its payout.
+    async fn accept_incoming(&self, record: Box<Remittance>, fetched: Option<InboxMessage>) {
         let uetr = record.uetr;
-        self.commit_or_log(vec![JournalEvent::Created { remittance: Box::new(record) }]).await;
+        let mut events: Vec<JournalEvent> = fetched.into_iter().map(|message| JournalEvent::Inbox { message }).collect();
+        events.push(accepted_event(&record));
+        if let Err(error) = self.commit_accepting(events, vec![record]).await {
+            warn!(%error, %uetr, "journal append failed; the transfer will be accepted again on restart");
+            return;
+        }
         let _ = self.inner.payout_tx.send(uetr);
     }
 
@@ -1387,7 +1419,7 @@ impl Engine {
             }
             let pushed = self.state().inbox.get(&uetr).cloned();
             if let Some(record) = pushed.and_then(|m| self.verify_message(&incoming, &m)) {
-                self.accept_incoming(record).await;
+                self.accept_incoming(record, None).await;
                 return;
             }
             let Some(mut client) = self
@@ -1407,7 +1439,7 @@ impl Engine {
             let Some(envelope) = reply.into_inner().message else { continue };
             let Ok(message) = inbox_message(envelope) else { continue };
             if let Some(record) = self.verify_message(&incoming, &message) {
-                self.accept_incoming(record).await;
+                self.accept_incoming(record, Some(message)).await;
                 return;
             }
         }
@@ -1536,6 +1568,52 @@ impl Engine {
     }
 }
 
+/// The destination's record of a remittance: the payment message as
+/// received, final on the ledger at `at_ms`.
+fn build_destination_record(
+    message: PaymentMessage,
+    salt: [u8; 32],
+    commitment: Digest32,
+    ledger: LedgerPosition,
+    at_ms: u64,
+) -> Remittance {
+    Remittance {
+        uetr: message.uetr,
+        role: Role::Destination,
+        client_id: String::new(),
+        idempotency_key: String::new(),
+        request_fingerprint: String::new(),
+        quote_id: None,
+        terms: None,
+        message,
+        salt,
+        commitment,
+        status: Status::Final,
+        history: vec![StatusChange::new(Status::Final, at_ms, None, "")],
+        ledger: Some(ledger),
+        payout_reference: None,
+        message_delivered: true,
+    }
+}
+
+/// Rebuilds a destination record on replay from its journalled message
+/// (checked against the ledger before the `accepted` event was written).
+fn destination_record(message: &InboxMessage, ledger: LedgerPosition, at_ms: u64) -> Option<Remittance> {
+    let salt: [u8; 32] = message.salt.as_slice().try_into().ok()?;
+    let parsed = PaymentMessage::from_bytes(&message.message).ok()?;
+    let commitment = commitment(&salt, &message.message);
+    Some(build_destination_record(parsed, salt, commitment, ledger, at_ms))
+}
+
+/// The journal event for a destination record built by `verify_message`.
+fn accepted_event(record: &Remittance) -> JournalEvent {
+    JournalEvent::Accepted {
+        uetr: record.uetr,
+        ledger: record.ledger.expect("destination records are built with their ledger position"),
+        at_ms: record.created_at_ms(),
+    }
+}
+
 fn payout_pending(uetr: Uetr, now: u64) -> JournalEvent {
     JournalEvent::Status {
         uetr,
@@ -1571,4 +1649,104 @@ fn inbox_message(envelope: PaymentMessageEnvelope) -> Result<InboxMessage, Strin
         return Err("message: must be UTF-8 JSON".into());
     }
     Ok(InboxMessage { uetr, origin, salt: envelope.salt, message: envelope.message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remittance::party::{Account, AccountScheme, NaturalPersonName, Person};
+    use remit_settlement::money::Money;
+
+    fn party(primary: &str, account: &str) -> Party {
+        Party {
+            person: Person::NaturalPerson(NaturalPersonName {
+                primary_name: primary.into(),
+                secondary_name: "Ana".into(),
+            }),
+            account: Account { scheme: AccountScheme::Iban, value: account.into() },
+            country: "PH".into(),
+            address: None,
+            date_of_birth: None,
+            national_id: None,
+        }
+    }
+
+    fn incoming_message(uetr: Uetr) -> (InboxMessage, PaymentMessage) {
+        let usd = |amount: &str| Money::parse_parts(amount, "USD", "amount").expect("money");
+        let message = PaymentMessage {
+            uetr,
+            origin: ParticipantId::new("gw-us").expect("id"),
+            destination: ParticipantId::new("gw-ph").expect("id"),
+            originator: party("Reyes", "US000111"),
+            beneficiary: party("Santos", "PH000222"),
+            purpose: "FAMI".into(),
+            remittance_information: String::new(),
+            send_amount: usd("102.00"),
+            receive_amount: Money::parse_parts("5600.00", "PHP", "amount").expect("money"),
+            settlement_amount: usd("100.00"),
+            created_at_ms: 1_000,
+        };
+        let inbox =
+            InboxMessage { uetr, origin: message.origin.clone(), salt: vec![9; 32], message: message.to_bytes() };
+        (inbox, message)
+    }
+
+    #[test]
+    fn replay_rebuilds_a_destination_record_from_its_journalled_message() {
+        let uetr = Uetr::new_random();
+        let (inbox, message) = incoming_message(uetr);
+        let ledger = LedgerPosition { height: Height(7), block_hash: Digest32([3; 32]) };
+        let expected =
+            build_destination_record(message, [9; 32], commitment(&[9; 32], &inbox.message), ledger, 2_000);
+        let mut state = State::default();
+        let mut changed = Vec::new();
+        state.apply_into(JournalEvent::Inbox { message: inbox }, &mut changed);
+        state.apply_into(JournalEvent::Accepted { uetr, ledger, at_ms: 2_000 }, &mut changed);
+        assert_eq!(changed, vec![uetr]);
+        let record = state.remittances.get(&uetr).expect("rebuilt");
+        assert_eq!(**record, expected);
+        assert!(state.inbox.is_empty(), "the message moved into the record");
+        // A second accepted event for the same transfer changes nothing.
+        state.apply_into(JournalEvent::Accepted { uetr, ledger, at_ms: 9_000 }, &mut changed);
+        assert_eq!(changed, vec![uetr]);
+        assert_eq!(state.remittances[&uetr].history[0].at_ms, 2_000);
+    }
+
+    #[test]
+    fn an_accepted_event_without_its_message_is_skipped() {
+        let uetr = Uetr::new_random();
+        let ledger = LedgerPosition { height: Height(7), block_hash: Digest32([3; 32]) };
+        let mut state = State::default();
+        let mut changed = Vec::new();
+        state.apply_into(JournalEvent::Accepted { uetr, ledger, at_ms: 2_000 }, &mut changed);
+        assert!(changed.is_empty());
+        assert!(state.remittances.is_empty());
+    }
+
+    #[test]
+    fn a_grouped_status_advances_each_remittance_once() {
+        let (a, b) = (Uetr::new_random(), Uetr::new_random());
+        let ledger = LedgerPosition { height: Height(7), block_hash: Digest32([3; 32]) };
+        let mut state = State::default();
+        let mut changed = Vec::new();
+        for uetr in [a, b] {
+            let (inbox, _) = incoming_message(uetr);
+            state.apply_into(JournalEvent::Inbox { message: inbox }, &mut changed);
+            state.apply_into(JournalEvent::Accepted { uetr, ledger, at_ms: 2_000 }, &mut changed);
+        }
+        changed.clear();
+        let change = StatusChange::new(Status::PayoutPending, 3_000, None, "");
+        let unknown = Uetr::new_random();
+        let event = JournalEvent::Statuses { uetrs: vec![a, unknown, b], change: change.clone(), ledger: None };
+        state.apply_into(event.clone(), &mut changed);
+        assert_eq!(changed, vec![a, b]);
+        changed.clear();
+        state.apply_into(event, &mut changed);
+        assert!(changed.is_empty(), "a repeated change is ignored");
+        for uetr in [a, b] {
+            let record = &state.remittances[&uetr];
+            assert_eq!(record.status, Status::PayoutPending);
+            assert_eq!(record.history.last(), Some(&change));
+        }
+    }
 }

@@ -117,6 +117,17 @@ pub enum JournalEvent {
         /// The record as first stored.
         remittance: Box<Remittance>,
     },
+    /// A certified transfer to this gateway matched the payment message
+    /// journalled before it (an `inbox` event): the destination record is
+    /// built from that message, so the parties are not journalled twice.
+    Accepted {
+        /// Which remittance.
+        uetr: Uetr,
+        /// Where its transfer is on the ledger.
+        ledger: LedgerPosition,
+        /// When it was accepted (its `final` status).
+        at_ms: u64,
+    },
     /// A status change.
     Status {
         /// Which remittance.
