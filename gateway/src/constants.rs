@@ -3,7 +3,11 @@
 /// Transfers pending at the leader before it cuts a block.
 pub const BLOCK_TRANSFERS_TARGET: usize = 8_192;
 /// Age of the oldest pending batch at which the leader cuts a block anyway.
-pub const BLOCK_AGE_MS_MAX: u64 = 50;
+/// Every block costs each validator about 8 ms of BLS work (sign a share,
+/// decode peers' shares, combine, verify), whatever its size: at 50 ms that
+/// was a third of two cores under remittance load (20,000/s), at 100 ms a
+/// sixth, for about 50 ms more latency (BENCHMARKS.md).
+pub const BLOCK_AGE_MS_MAX: u64 = 100;
 /// Transfers the leader holds pending before refusing more (backpressure).
 pub const PENDING_TRANSFERS_MAX: usize = 262_144;
 /// Proposals in flight (submitted to Raft, not yet applied) at once.
