@@ -65,6 +65,28 @@ fn party(primary: &str, account: String, country: &str) -> pb::Party {
     }
 }
 
+/// CPU time (user + system) the devnet's node processes have used so far,
+/// in clock ticks, read from `/proc/<pid>/stat`; `None` where that is not
+/// available (not Linux, or a node not started by `remit devnet`).
+fn nodes_cpu_ticks(devnet: &DevnetFile) -> Option<u64> {
+    let mut total = 0u64;
+    for node in &devnet.nodes {
+        if node.pid == 0 {
+            return None;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", node.pid)).ok()?;
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields of the whole line.
+        let after = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        total += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// Clock ticks per second for `/proc` CPU times (USER_HZ, 100 on Linux).
+const CLOCK_TICKS_PER_S: u64 = 100;
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -228,6 +250,7 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
         gateways.len(),
         args.rate
     );
+    let cpu_before = nodes_cpu_ticks(&devnet);
     let started = Instant::now();
     // Only this run's remittances are read back (the devnet may hold others).
     let started_ms = remit_gateway::remittance::engine::now_ms();
@@ -333,12 +356,20 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
         }
         eprintln!("remittances load: read back {}", gateway.name);
     }
+    let cpu_us_per_remittance = match (cpu_before, nodes_cpu_ticks(&devnet)) {
+        (Some(before), Some(after)) if accepted > 0 => {
+            Some((after.saturating_sub(before)) * 1_000_000 / CLOCK_TICKS_PER_S / accepted as u64)
+        }
+        _ => None,
+    };
     to_final.sort_unstable();
     to_completed.sort_unstable();
     let span_s = last_final.saturating_sub(first_received).max(1) as f64 / 1000.0;
     let summary = serde_json::json!({
         "accepted": accepted,
         "refused": refused,
+        "offered_per_second": ((accepted + refused) as f64 / submitted_in.as_secs_f64()).round(),
+        "nodes_cpu_us_per_remittance": cpu_us_per_remittance,
         "statuses": by_status,
         "final_per_second": (to_final.len() as f64 / span_s).round(),
         "create_to_final_ms": {"p50": percentile(&to_final, 50.0), "p90": percentile(&to_final, 90.0),
