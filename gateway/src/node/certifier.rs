@@ -21,7 +21,7 @@ use remit_settlement::replica::state_machine::lock;
 use remit_settlement::replica::{AppliedBlock, SharedChain};
 use remit_settlement::store::LedgerStore;
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::peers::Peers;
 use crate::constants::{
@@ -301,23 +301,31 @@ impl Certifier {
         let shares: Vec<Share> = round.shares.values().cloned().collect();
         let message = round.message.clone();
         let validators = self.validators.clone();
+        // Instrumented, not entered: an `Entered` guard held across an await
+        // stays on the worker thread's span stack while the task is parked,
+        // so other tasks polled there run "inside" a span that may close
+        // meanwhile, and the registry panics on their next span clone (seen
+        // in the chain-apply path, where the panic poisons the chain lock).
         let span = info_span!("settlement.certify.round", height);
-        let _guard = span.enter();
-        let result = blocking(move || validators.certify(&message, &shares)).await;
-        match result {
-            Ok(certificate) => self.store_certificate(height, certificate, true).await,
-            Err(CertifyError::NotEnoughShares { rejected, .. }) => {
-                if let Some(round) = self.rounds.get_mut(&height) {
-                    for validator in &rejected {
-                        warn!(height, validator, "invalid signature share dropped");
-                        round.shares.remove(validator);
-                        self.metrics.shares_rejected.inc();
+        async {
+            let result = blocking(move || validators.certify(&message, &shares)).await;
+            match result {
+                Ok(certificate) => self.store_certificate(height, certificate, true).await,
+                Err(CertifyError::NotEnoughShares { rejected, .. }) => {
+                    if let Some(round) = self.rounds.get_mut(&height) {
+                        for validator in &rejected {
+                            warn!(height, validator, "invalid signature share dropped");
+                            round.shares.remove(validator);
+                            self.metrics.shares_rejected.inc();
+                        }
+                        round.attempted_with = round.shares.len();
                     }
-                    round.attempted_with = round.shares.len();
                 }
+                Err(error) => warn!(%error, height, "certification failed"),
             }
-            Err(error) => warn!(%error, height, "certification failed"),
         }
+        .instrument(span)
+        .await;
     }
 
     async fn store_certificate(&mut self, height: u64, certificate: Certificate, announce: bool) {
