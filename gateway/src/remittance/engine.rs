@@ -975,7 +975,7 @@ impl Engine {
     async fn commit_accepting(
         &self,
         events: Vec<JournalEvent>,
-        prepared: Vec<Box<Remittance>>,
+        prepared: Vec<Remittance>,
     ) -> Result<(), JournalError> {
         if events.is_empty() {
             return Ok(());
@@ -984,7 +984,7 @@ impl Engine {
         self.inner.journal.append(&events).await?;
         let changed: Vec<Remittance> = {
             let mut state = self.state();
-            state.prepared.extend(prepared.into_iter().map(|record| (record.uetr, record)));
+            state.prepared.extend(prepared.into_iter().map(|record| (record.uetr, Box::new(record))));
             let mut uetrs = Vec::new();
             for event in events {
                 state.apply_into(event, &mut uetrs);
@@ -1307,7 +1307,7 @@ impl Engine {
     fn scan_block(
         &self,
         block: &Block,
-    ) -> (Vec<JournalEvent>, Vec<(Uetr, IncomingTransfer)>, Vec<Box<Remittance>>, Vec<Uetr>) {
+    ) -> (Vec<JournalEvent>, Vec<(Uetr, IncomingTransfer)>, Vec<Remittance>, Vec<Uetr>) {
         let me = &self.inner.config.me;
         let now = now_ms();
         let position = LedgerPosition { height: block.height(), block_hash: block.hash() };
@@ -1375,7 +1375,7 @@ impl Engine {
 
     /// The destination record for an incoming transfer if `message` is its
     /// payment message (commitment, uetr, parties and amount all match).
-    fn verify_message(&self, incoming: &IncomingTransfer, message: &InboxMessage) -> Option<Box<Remittance>> {
+    fn verify_message(&self, incoming: &IncomingTransfer, message: &InboxMessage) -> Option<Remittance> {
         let salt: [u8; 32] = message.salt.as_slice().try_into().ok()?;
         if commitment(&salt, &message.message) != incoming.commitment {
             warn!(uetr = %incoming.uetr, "payment message does not match the ledger commitment");
@@ -1390,13 +1390,13 @@ impl Engine {
             warn!(uetr = %incoming.uetr, "payment message contradicts its ledger transfer");
             return None;
         }
-        Some(Box::new(build_destination_record(parsed, salt, incoming.commitment, incoming.ledger, now_ms())))
+        Some(build_destination_record(parsed, salt, incoming.commitment, incoming.ledger, now_ms()))
     }
 
     /// Records an incoming transfer whose message checked out (journalling
     /// the message first when it was fetched rather than pushed) and queues
     /// its payout.
-    async fn accept_incoming(&self, record: Box<Remittance>, fetched: Option<InboxMessage>) {
+    async fn accept_incoming(&self, record: Remittance, fetched: Option<InboxMessage>) {
         let uetr = record.uetr;
         let mut events: Vec<JournalEvent> = fetched.into_iter().map(|message| JournalEvent::Inbox { message }).collect();
         events.push(accepted_event(&record));
