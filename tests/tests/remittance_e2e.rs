@@ -40,15 +40,6 @@ const ORIGINATOR_ACCOUNT: &str = "ORIGACCT77123";
 const BENEFICIARY_NAME: &str = "Quintessa";
 const BENEFICIARY_ACCOUNT: &str = "BENEACCT55789";
 
-fn party(primary: &str, secondary: &str, account: &str, country: &str) -> pb::Party {
-    pb::Party {
-        natural_person: Some(pb::NaturalPersonName { primary_name: primary.into(), secondary_name: secondary.into() }),
-        account: Some(pb::Account { scheme: "account_number".into(), value: account.into() }),
-        country: country.into(),
-        ..Default::default()
-    }
-}
-
 fn amount(value: &str, currency: &str) -> Option<pb::Amount> {
     Some(pb::Amount { value: value.into(), currency: currency.into() })
 }
@@ -67,8 +58,8 @@ fn us_to_ph(send: &str) -> pb::CreateQuoteRequest {
 fn create(quote_id: &str, key: &str, beneficiary_account: &str) -> pb::CreateRemittanceRequest {
     pb::CreateRemittanceRequest {
         quote_id: quote_id.into(),
-        originator: Some(party(ORIGINATOR_NAME, "Ada", ORIGINATOR_ACCOUNT, "US")),
-        beneficiary: Some(party(BENEFICIARY_NAME, "Ray", beneficiary_account, "PH")),
+        originator: Some(pb::Party::person_with_account(ORIGINATOR_NAME, "Ada", ORIGINATOR_ACCOUNT, "US")),
+        beneficiary: Some(pb::Party::person_with_account(BENEFICIARY_NAME, "Ray", beneficiary_account, "PH")),
         purpose: "FAMI".into(),
         idempotency_key: key.into(),
         remittance_information: "rent".into(),
@@ -199,11 +190,11 @@ async fn refusals(net: &Network) -> anyhow::Result<()> {
     // Bad parties.
     let quote = wallet.create_quote(us_to_ph("30.00")).await?.into_inner();
     let mut bad = create(&quote.quote_id, "bad-1", BENEFICIARY_ACCOUNT);
-    bad.beneficiary = Some(party(BENEFICIARY_NAME, "", "", "PH"));
+    bad.beneficiary = Some(pb::Party::person_with_account(BENEFICIARY_NAME, "", "", "PH"));
     let error = wallet.create_remittance(bad).await.expect_err("empty account");
     ensure!(error.code() == tonic::Code::InvalidArgument && field(&error) == "beneficiary.account.value", "{error:?}");
     let mut bad = create(&quote.quote_id, "bad-2", BENEFICIARY_ACCOUNT);
-    bad.originator = Some(party("", "", ORIGINATOR_ACCOUNT, "US"));
+    bad.originator = Some(pb::Party::person_with_account("", "", ORIGINATOR_ACCOUNT, "US"));
     let error = wallet.create_remittance(bad).await.expect_err("no name");
     ensure!(field(&error) == "originator.natural_person.primary_name", "{error:?}");
     let mut bad = create(&quote.quote_id, "bad-3", BENEFICIARY_ACCOUNT);

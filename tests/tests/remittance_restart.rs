@@ -117,15 +117,6 @@ struct Answers {
     items_failed: usize,
 }
 
-fn party(primary: &str, account: String, country: &str) -> pb::Party {
-    pb::Party {
-        natural_person: Some(pb::NaturalPersonName { primary_name: primary.into(), secondary_name: "Restart".into() }),
-        account: Some(pb::Account { scheme: "account_number".into(), value: account }),
-        country: country.into(),
-        ..Default::default()
-    }
-}
-
 fn gateways(net: &Network) -> anyhow::Result<Vec<Gateway>> {
     (0..net.len())
         .map(|i| {
@@ -171,8 +162,18 @@ fn plan(gateways: &[Gateway]) -> (Vec<Planned>, Vec<Vec<Vec<usize>>>) {
                         send_amount: Some(pb::Amount { value: send.to_string(), currency: source.currency.clone() }),
                         receive_amount: None,
                     }),
-                    originator: Some(party("Sender", format!("S{origin}X{n}"), &source.country)),
-                    beneficiary: Some(party("Receiver", format!("R{origin}X{n}"), &target.country)),
+                    originator: Some(pb::Party::person_with_account(
+                        "Sender",
+                        "Restart",
+                        &format!("S{origin}X{n}"),
+                        &source.country,
+                    )),
+                    beneficiary: Some(pb::Party::person_with_account(
+                        "Receiver",
+                        "Restart",
+                        &format!("R{origin}X{n}"),
+                        &target.country,
+                    )),
                     purpose: "FAMI".into(),
                     idempotency_key: key.clone(),
                     remittance_information: String::new(),

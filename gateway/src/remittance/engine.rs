@@ -509,8 +509,7 @@ impl Engine {
             state.apply_into(event, &mut changed);
             changed.clear();
         }
-        let quotes =
-            QuoteBook::new(config.quote_ttl_ms).map_err(|e| EngineStartError::Config(e.to_string()))?;
+        let quotes = QuoteBook::new(config.quote_ttl_ms).map_err(|e| EngineStartError::Config(e.to_string()))?;
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (payout_tx, payout_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
@@ -972,11 +971,7 @@ impl Engine {
 
     /// [`Engine::commit`], with the destination records that its `accepted`
     /// events stand for, already built from their checked messages.
-    async fn commit_accepting(
-        &self,
-        events: Vec<JournalEvent>,
-        prepared: Vec<Remittance>,
-    ) -> Result<(), JournalError> {
+    async fn commit_accepting(&self, events: Vec<JournalEvent>, prepared: Vec<Remittance>) -> Result<(), JournalError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -1398,7 +1393,8 @@ impl Engine {
     /// its payout.
     async fn accept_incoming(&self, record: Remittance, fetched: Option<InboxMessage>) {
         let uetr = record.uetr;
-        let mut events: Vec<JournalEvent> = fetched.into_iter().map(|message| JournalEvent::Inbox { message }).collect();
+        let mut events: Vec<JournalEvent> =
+            fetched.into_iter().map(|message| JournalEvent::Inbox { message }).collect();
         events.push(accepted_event(&record));
         if let Err(error) = self.commit_accepting(events, vec![record]).await {
             warn!(%error, %uetr, "journal append failed; the transfer will be accepted again on restart");
@@ -1499,7 +1495,10 @@ impl Engine {
         {
             let chain = lock_chain(&self.inner.ledger.chain);
             due.retain(|(instruction, _)| {
-                chain.state().applied_transfer(&instruction.uetr).is_none_or(|t| t.payout == remit_settlement::PayoutState::Open)
+                chain
+                    .state()
+                    .applied_transfer(&instruction.uetr)
+                    .is_none_or(|t| t.payout == remit_settlement::PayoutState::Open)
             });
         }
         if due.is_empty() {
@@ -1699,8 +1698,7 @@ mod tests {
         let uetr = Uetr::new_random();
         let (inbox, message) = incoming_message(uetr);
         let ledger = LedgerPosition { height: Height(7), block_hash: Digest32([3; 32]) };
-        let expected =
-            build_destination_record(message, [9; 32], commitment(&[9; 32], &inbox.message), ledger, 2_000);
+        let expected = build_destination_record(message, [9; 32], commitment(&[9; 32], &inbox.message), ledger, 2_000);
         let mut state = State::default();
         let mut changed = Vec::new();
         state.apply_into(JournalEvent::Inbox { message: inbox }, &mut changed);

@@ -194,9 +194,12 @@ pub fn compact(events: Vec<JournalEvent>) -> Vec<JournalEvent> {
             {
                 uetrs.push(uetr);
             }
-            Some(JournalEvent::Status { uetr: first, change: last_change, ledger: last_ledger, payout_reference: None })
-                if *last_change == change && *last_ledger == ledger =>
-            {
+            Some(JournalEvent::Status {
+                uetr: first,
+                change: last_change,
+                ledger: last_ledger,
+                payout_reference: None,
+            }) if *last_change == change && *last_ledger == ledger => {
                 let first = *first;
                 let _ = out.pop();
                 out.push(JournalEvent::Statuses { uetrs: vec![first, uetr], change, ledger });
@@ -295,8 +298,7 @@ fn replay(path: &Path, file: &mut File, length: u64) -> Result<(Vec<JournalEvent
         if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
             break;
         }
-        let group: Vec<JournalEvent> =
-            serde_json::from_slice(&payload).map_err(|e| corrupt(offset, e.to_string()))?;
+        let group: Vec<JournalEvent> = serde_json::from_slice(&payload).map_err(|e| corrupt(offset, e.to_string()))?;
         events.extend(group);
         offset += 8 + u64::from(size);
     }
@@ -397,10 +399,12 @@ mod tests {
             let (journal, events) = Journal::open(&path).expect("open");
             assert!(events.is_empty());
             journal.append(&[cursor(1), cursor(2)]).await.expect("append");
-            let appends: Vec<_> = (3..50).map(|h| {
-                let journal = journal.clone();
-                tokio::spawn(async move { journal.append(&[cursor(h)]).await })
-            }).collect();
+            let appends: Vec<_> = (3..50)
+                .map(|h| {
+                    let journal = journal.clone();
+                    tokio::spawn(async move { journal.append(&[cursor(h)]).await })
+                })
+                .collect();
             for append in appends {
                 append.await.expect("task").expect("append");
             }

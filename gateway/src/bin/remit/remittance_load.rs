@@ -56,15 +56,6 @@ struct Gateway {
     client: Client,
 }
 
-fn party(primary: &str, account: String, country: &str) -> pb::Party {
-    pb::Party {
-        natural_person: Some(pb::NaturalPersonName { primary_name: primary.into(), secondary_name: "Load".into() }),
-        account: Some(pb::Account { scheme: "account_number".into(), value: account }),
-        country: country.into(),
-        ..Default::default()
-    }
-}
-
 /// CPU time (user + system) the devnet's node processes have used so far,
 /// in clock ticks, read from `/proc/<pid>/stat`; `None` where that is not
 /// available (not Linux, or a node not started by `remit devnet`).
@@ -134,8 +125,18 @@ fn make_batch(
                     send_amount: Some(pb::Amount { value: amount, currency: source.currency.clone() }),
                     receive_amount: None,
                 }),
-                originator: Some(party("Sender", format!("S{b}X{i}"), &source.country)),
-                beneficiary: Some(party("Receiver", format!("R{b}X{i}"), &target.country)),
+                originator: Some(pb::Party::person_with_account(
+                    "Sender",
+                    "Load",
+                    &format!("S{b}X{i}"),
+                    &source.country,
+                )),
+                beneficiary: Some(pb::Party::person_with_account(
+                    "Receiver",
+                    "Load",
+                    &format!("R{b}X{i}"),
+                    &target.country,
+                )),
                 purpose: "FAMI".into(),
                 idempotency_key: format!("{prefix}-{b}-{i}"),
                 remittance_information: String::new(),

@@ -44,15 +44,6 @@ pub struct SendArgs {
     timeout_secs: u64,
 }
 
-fn person(primary: &str, secondary: &str, account: &str, country: &str) -> pb::Party {
-    pb::Party {
-        natural_person: Some(pb::NaturalPersonName { primary_name: primary.into(), secondary_name: secondary.into() }),
-        account: Some(pb::Account { scheme: "account_number".into(), value: account.into() }),
-        country: country.into(),
-        ..Default::default()
-    }
-}
-
 pub fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
     let devnet = DevnetFile::load(&args.devnet)?;
     let network = NetworkConfig::load(&devnet.network).with_context(|| format!("{}", devnet.network.display()))?;
@@ -97,8 +88,13 @@ pub fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
         let quote = client.create_quote(quote_request).await.map_err(status_error)?.into_inner();
         let create = pb::CreateRemittanceRequest {
             quote_id: quote.quote_id.clone(),
-            originator: Some(person("Santos", "Maria", "9876543210", from.country.as_str())),
-            beneficiary: Some(person("Reyes", "Jose", &args.beneficiary_account, to.country.as_str())),
+            originator: Some(pb::Party::person_with_account("Santos", "Maria", "9876543210", from.country.as_str())),
+            beneficiary: Some(pb::Party::person_with_account(
+                "Reyes",
+                "Jose",
+                &args.beneficiary_account,
+                to.country.as_str(),
+            )),
             purpose: "FAMI".into(),
             idempotency_key: uuid::Uuid::new_v4().to_string(),
             remittance_information: "remit send".into(),
