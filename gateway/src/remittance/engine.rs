@@ -1432,10 +1432,7 @@ impl Engine {
                 destination: self.inner.config.me.to_string(),
             };
             let Ok(reply) = client.fetch_payment_message(request).await else { continue };
-            // The origin journals a remittance before submitting its
-            // transfer: if it has no message for a certified transfer, none
-            // will come.
-            let Some(envelope) = reply.into_inner().message else { break };
+            let Some(envelope) = reply.into_inner().message else { continue };
             let Ok(message) = inbox_message(envelope) else { continue };
             if let Some(record) = self.verify_message(&incoming, &message) {
                 self.accept_incoming(record, Some(message)).await;
