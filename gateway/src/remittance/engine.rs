@@ -54,8 +54,11 @@ use crate::webhook::{WebhookDispatcher, WebhookEvent};
 
 /// Remittances per transfer batch the origin signs.
 pub const SUBMIT_BATCH_MAX: usize = 4_096;
-/// Longest a remittance waits for its batch to fill.
-pub const SUBMIT_BATCH_AGE_MS: u64 = 10;
+/// Longest a remittance waits for its batch to fill. Each batch costs one
+/// ed25519 signature, one SubmitBatch call (forwarded to the leader) and a
+/// signature check on every validator: at 10 ms a 20,000/s load made about
+/// 400 batches a second and tipped the network into queueing (BENCHMARKS.md).
+pub const SUBMIT_BATCH_AGE_MS: u64 = 25;
 /// Transfer batches in flight to the ledger at once.
 pub const SUBMITS_IN_FLIGHT_MAX: usize = 64;
 /// Remittances accepted by one batch submit call.
