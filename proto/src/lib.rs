@@ -24,3 +24,24 @@ impl v1::Party {
         }
     }
 }
+
+impl v1::CreateQuoteRequest {
+    /// A quote request that fixes the amount sent (`send_amount`, in the
+    /// source currency).
+    pub fn sending(
+        source_country: &str,
+        source_currency: &str,
+        destination_country: &str,
+        destination_currency: &str,
+        send_amount: &str,
+    ) -> Self {
+        Self {
+            source_country: source_country.into(),
+            source_currency: source_currency.into(),
+            destination_country: destination_country.into(),
+            destination_currency: destination_currency.into(),
+            send_amount: Some(v1::Amount { value: send_amount.into(), currency: source_currency.into() }),
+            receive_amount: None,
+        }
+    }
+}

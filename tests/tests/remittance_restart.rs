@@ -154,14 +154,13 @@ fn plan(gateways: &[Gateway]) -> (Vec<Planned>, Vec<Vec<Vec<usize>>>) {
                 let key = format!("restart-{origin}-{b}-{j}");
                 let request = pb::CreateRemittanceRequest {
                     quote_id: String::new(),
-                    quote: Some(pb::CreateQuoteRequest {
-                        source_country: source.country.clone(),
-                        source_currency: source.currency.clone(),
-                        destination_country: target.country.clone(),
-                        destination_currency: target.currency.clone(),
-                        send_amount: Some(pb::Amount { value: send.to_string(), currency: source.currency.clone() }),
-                        receive_amount: None,
-                    }),
+                    quote: Some(pb::CreateQuoteRequest::sending(
+                        &source.country,
+                        &source.currency,
+                        &target.country,
+                        &target.currency,
+                        &send.to_string(),
+                    )),
                     originator: Some(pb::Party::person_with_account(
                         "Sender",
                         "Restart",

@@ -117,14 +117,13 @@ fn make_batch(
             let amount = format!("{}", rng.gen_range(20..2_000));
             pb::CreateRemittanceRequest {
                 quote_id: String::new(),
-                quote: Some(pb::CreateQuoteRequest {
-                    source_country: source.country.clone(),
-                    source_currency: source.currency.clone(),
-                    destination_country: target.country.clone(),
-                    destination_currency: target.currency.clone(),
-                    send_amount: Some(pb::Amount { value: amount, currency: source.currency.clone() }),
-                    receive_amount: None,
-                }),
+                quote: Some(pb::CreateQuoteRequest::sending(
+                    &source.country,
+                    &source.currency,
+                    &target.country,
+                    &target.currency,
+                    &amount,
+                )),
                 originator: Some(pb::Party::person_with_account(
                     "Sender",
                     "Load",
