@@ -361,3 +361,33 @@ fn peer_addresses(config: &NodeConfig, network: &NetworkConfig) -> Result<BTreeM
     }
     Ok(addresses)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_store_holds_a_journal_file_and_a_webhook_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gateway = dir.path().join(GATEWAY_SUBDIR);
+        let (db, journal) = open_gateway_store(&gateway).expect("opens a new store");
+        assert_eq!(journal, gateway.join("journal.log"));
+        assert!(gateway.join(GATEWAY_DB_SUBDIR).join("conf").exists(), "sled lives in db/");
+        drop(db);
+    }
+
+    #[test]
+    fn a_gateway_store_of_the_earlier_layout_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gateway = dir.path().join(GATEWAY_SUBDIR);
+        // The earlier layout: sled's files directly in gateway/.
+        let old = sled::Config::new().path(&gateway).open().expect("old layout");
+        drop(old);
+        let error = open_gateway_store(&gateway).expect_err("refused");
+        let text = error.to_string();
+        assert!(text.contains("earlier version") && text.contains("journal.log"), "{text}");
+        // Left as it was: `db` is still the old sled's data file.
+        assert!(gateway.join("db").is_file(), "nothing changed");
+        assert!(!gateway.join("journal.log").exists(), "nothing created");
+    }
+}
