@@ -7,7 +7,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use remit_proto::v1::peer_server::Peer;
 use remit_proto::v1::{
     CertificateMessage, DeliverPaymentMessagesReply, DeliverPaymentMessagesRequest, EncodedBlock,
-    FetchPaymentMessageReply, FetchPaymentMessageRequest, GetBlocksRequest, GetBlocksResponse, GetTipRequest,
+    FetchPaymentMessagesReply, FetchPaymentMessagesRequest, GetBlocksRequest, GetBlocksResponse, GetTipRequest,
     GetTipResponse, GossipAck, RaftReply, RaftRequest, ShareMessage, SubmitBatchReply, SubmitBatchRequest,
     SubmitReportsRequest,
 };
@@ -162,12 +162,14 @@ impl Peer for PeerService {
         Ok(Response::new(DeliverPaymentMessagesReply { stored: u32::try_from(stored).unwrap_or(u32::MAX) }))
     }
 
-    async fn fetch_payment_message(
+    async fn fetch_payment_messages(
         &self,
-        request: Request<FetchPaymentMessageRequest>,
-    ) -> Result<Response<FetchPaymentMessageReply>, Status> {
+        request: Request<FetchPaymentMessagesRequest>,
+    ) -> Result<Response<FetchPaymentMessagesReply>, Status> {
         let request = request.into_inner();
-        let message = self.engine.message_for(&request.uetr, &request.destination)?;
-        Ok(Response::new(FetchPaymentMessageReply { message }))
+        let span = info_span!("remit.peer.fetch_messages", count = request.uetrs.len());
+        let _guard = span.enter();
+        let messages = self.engine.messages_for(&request.uetrs, &request.destination)?;
+        Ok(Response::new(FetchPaymentMessagesReply { messages }))
     }
 }

@@ -72,6 +72,19 @@ pub const PAYMENT_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// Attempts to fetch a missing or bad payment message before returning the
 /// transfer (about a minute with backoff).
 pub const MESSAGE_FETCH_ATTEMPTS_MAX: u32 = 12;
+/// Wait before the first look for a missing message (the push may be late).
+const MESSAGE_FETCH_FIRST_WAIT: Duration = Duration::from_millis(200);
+/// Longest wait between two fetches of a missing message.
+const MESSAGE_FETCH_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Most messages asked of an origin in one FetchPaymentMessages call.
+pub const FETCH_MESSAGES_MAX: usize = 1_000;
+
+/// A certified incoming transfer whose message is being fetched.
+struct Awaited {
+    incoming: IncomingTransfer,
+    attempts: u32,
+    backoff: Duration,
+}
 /// Status updates buffered for slow watchers.
 const UPDATES_CAPACITY: usize = 65_536;
 /// Most remittances paid out in one batch.
@@ -404,6 +417,7 @@ struct Inner {
     created: Notify,
     submit_tx: mpsc::UnboundedSender<Uetr>,
     payout_tx: mpsc::UnboundedSender<Uetr>,
+    fetch_tx: mpsc::UnboundedSender<(Uetr, IncomingTransfer)>,
     report_tx: mpsc::UnboundedSender<super::reports::PendingReport>,
 }
 
@@ -515,6 +529,7 @@ impl Engine {
         let quotes = QuoteBook::new(config.quote_ttl_ms).map_err(|e| EngineStartError::Config(e.to_string()))?;
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (payout_tx, payout_rx) = mpsc::unbounded_channel();
+        let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
         let (updates, _) = broadcast::channel(UPDATES_CAPACITY);
         let inner = Arc::new(Inner {
@@ -530,6 +545,7 @@ impl Engine {
             created: Notify::new(),
             submit_tx,
             payout_tx,
+            fetch_tx,
             report_tx,
         });
         let engine = Self { inner };
@@ -538,6 +554,7 @@ impl Engine {
         tokio::spawn(engine.clone().run_submitter(submit_rx));
         tokio::spawn(engine.clone().run_follower());
         tokio::spawn(engine.clone().run_payouts(payout_rx));
+        tokio::spawn(engine.clone().run_fetcher(fetch_rx));
         tokio::spawn(super::reports::run_reporter(engine.clone(), report_rx));
         let purger = engine.clone();
         tokio::spawn(async move {
@@ -564,10 +581,9 @@ impl Engine {
             }
         }
         for (uetr, incoming) in &state.incoming {
-            resumed += 1;
-            let engine = self.clone();
-            let (uetr, incoming) = (*uetr, incoming.clone());
-            tokio::spawn(async move { engine.obtain_message(uetr, incoming).await });
+            if self.inner.fetch_tx.send((*uetr, incoming.clone())).is_ok() {
+                resumed += 1;
+            }
         }
         resumed
     }
@@ -1210,29 +1226,47 @@ impl Engine {
             let state = self.state();
             messages.into_iter().filter_map(|m| state.incoming.get(&m.uetr).cloned().map(|t| (m, t))).collect()
         };
-        for (message, incoming) in waiting {
-            if let Some(record) = self.verify_message(&incoming, &message) {
-                self.accept_incoming(record, None).await;
-            }
-        }
+        let accepted = waiting
+            .into_iter()
+            .filter_map(|(message, incoming)| self.verify_message(&incoming, &message).map(|record| (record, None)))
+            .collect();
+        self.accept_incoming(accepted).await;
         Ok(count)
     }
 
-    /// The payment message of one of this gateway's remittances, for its
-    /// destination.
-    pub fn message_for(&self, uetr: &[u8], destination: &str) -> Result<Option<PaymentMessageEnvelope>, GrpcStatus> {
-        let uetr = uetr_from_bytes(uetr).ok_or_else(|| GrpcStatus::invalid_argument("uetr: expected 16 bytes"))?;
-        let state = self.state();
-        let Some(record) = state.remittances.get(&uetr) else { return Ok(None) };
-        if record.role != Role::Origin || record.message.destination.as_str() != destination {
-            return Err(GrpcStatus::permission_denied("uetr: not a remittance to that destination"));
+    /// The payment messages of this gateway's remittances among `uetrs`
+    /// that go to `destination`; the others are left out.
+    pub fn messages_for(
+        &self,
+        uetrs: &[Vec<u8>],
+        destination: &str,
+    ) -> Result<Vec<PaymentMessageEnvelope>, GrpcStatus> {
+        if uetrs.len() > FETCH_MESSAGES_MAX {
+            return Err(GrpcStatus::invalid_argument(format!("uetrs: at most {FETCH_MESSAGES_MAX}")));
         }
-        Ok(Some(PaymentMessageEnvelope {
-            uetr: uetr.as_bytes().to_vec(),
-            origin: record.message.origin.to_string(),
-            salt: record.salt.to_vec(),
-            message: record.message.to_bytes(),
-        }))
+        let mut parsed = Vec::with_capacity(uetrs.len());
+        for (i, bytes) in uetrs.iter().enumerate() {
+            parsed.push(
+                uetr_from_bytes(bytes)
+                    .ok_or_else(|| GrpcStatus::invalid_argument(format!("uetrs[{i}]: expected a 16-byte UUID v4")))?,
+            );
+        }
+        let state = self.state();
+        let messages = parsed
+            .into_iter()
+            .filter_map(|uetr| {
+                let record = state.remittances.get(&uetr)?;
+                (record.role == Role::Origin && record.message.destination.as_str() == destination).then(|| {
+                    PaymentMessageEnvelope {
+                        uetr: uetr.as_bytes().to_vec(),
+                        origin: record.message.origin.to_string(),
+                        salt: record.salt.to_vec(),
+                        message: record.message.to_bytes(),
+                    }
+                })
+            })
+            .collect();
+        Ok(messages)
     }
 
     // ---- both sides: the ledger follower ----
@@ -1291,9 +1325,8 @@ impl Engine {
             for uetr in payable {
                 let _ = self.inner.payout_tx.send(uetr);
             }
-            for (uetr, incoming) in waiting {
-                let engine = self.clone();
-                tokio::spawn(async move { engine.obtain_message(uetr, incoming).await });
+            for waiting in waiting {
+                let _ = self.inner.fetch_tx.send(waiting);
             }
         }
     }
@@ -1391,59 +1424,138 @@ impl Engine {
         Some(build_destination_record(parsed, salt, incoming.commitment, incoming.ledger, now_ms()))
     }
 
-    /// Records an incoming transfer whose message checked out (journalling
-    /// the message first when it was fetched rather than pushed) and queues
-    /// its payout.
-    async fn accept_incoming(&self, record: Remittance, fetched: Option<InboxMessage>) {
-        let uetr = record.uetr;
-        let mut events: Vec<JournalEvent> =
-            fetched.into_iter().map(|message| JournalEvent::Inbox { message }).collect();
-        events.push(accepted_event(&record));
-        if let Err(error) = self.commit_accepting(events, vec![record]).await {
-            warn!(%error, %uetr, "journal append failed; the transfer will be accepted again on restart");
+    /// Records incoming transfers whose messages checked out (journalling
+    /// a message first when it was fetched rather than pushed) and queues
+    /// their payouts.
+    async fn accept_incoming(&self, accepted: Vec<(Remittance, Option<InboxMessage>)>) {
+        if accepted.is_empty() {
             return;
         }
-        let _ = self.inner.payout_tx.send(uetr);
+        let mut events = Vec::with_capacity(accepted.len() * 2);
+        let mut records = Vec::with_capacity(accepted.len());
+        for (record, fetched) in accepted {
+            if let Some(message) = fetched {
+                events.push(JournalEvent::Inbox { message });
+            }
+            events.push(accepted_event(&record));
+            records.push(record);
+        }
+        let uetrs: Vec<Uetr> = records.iter().map(|record| record.uetr).collect();
+        if let Err(error) = self.commit_accepting(events, records).await {
+            warn!(%error, count = uetrs.len(), "journal append failed; the transfers will be accepted again on restart");
+            return;
+        }
+        for uetr in uetrs {
+            let _ = self.inner.payout_tx.send(uetr);
+        }
     }
 
-    /// Waits for the pushed message, then fetches it from the origin; gives
-    /// up with a return (MS03) when no valid message can be had.
-    async fn obtain_message(&self, uetr: Uetr, incoming: IncomingTransfer) {
-        let mut backoff = Duration::from_millis(200);
-        for _ in 0..MESSAGE_FETCH_ATTEMPTS_MAX {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-            if self.state().remittances.contains_key(&uetr) {
-                return;
+    /// Obtains the payment messages of certified transfers that arrived
+    /// without one: checks the inbox (the push may come late), then asks
+    /// each origin for all of its missing messages in one call, retrying
+    /// with backoff; after [`MESSAGE_FETCH_ATTEMPTS_MAX`] rounds without a
+    /// valid message a transfer is returned (MS03).
+    async fn run_fetcher(self, mut rx: mpsc::UnboundedReceiver<(Uetr, IncomingTransfer)>) {
+        let mut awaited: HashMap<Uetr, Awaited> = HashMap::new();
+        let mut due: BTreeSet<(Instant, Uetr)> = BTreeSet::new();
+        loop {
+            let next = due.first().map(|(at, _)| *at);
+            tokio::select! {
+                arrived = rx.recv() => {
+                    let Some((uetr, incoming)) = arrived else { return };
+                    if let std::collections::hash_map::Entry::Vacant(slot) = awaited.entry(uetr) {
+                        due.insert((Instant::now() + MESSAGE_FETCH_FIRST_WAIT, uetr));
+                        slot.insert(Awaited { incoming, attempts: 0, backoff: MESSAGE_FETCH_FIRST_WAIT });
+                    }
+                    continue;
+                }
+                () = async {
+                    match next {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
-            let pushed = self.state().inbox.get(&uetr).cloned();
-            if let Some(record) = pushed.and_then(|m| self.verify_message(&incoming, &m)) {
-                self.accept_incoming(record, None).await;
-                return;
+            let now = Instant::now();
+            let mut ready = Vec::new();
+            while let Some(&(at, uetr)) = due.first() {
+                if at > now {
+                    break;
+                }
+                due.pop_first();
+                ready.push(uetr);
             }
-            let Some(mut client) = self
-                .inner
-                .config
-                .gateways
-                .get(&incoming.origin)
-                .and_then(|index| self.inner.ledger.peers.client(*index))
-            else {
-                continue;
-            };
-            let request = remit_proto::v1::FetchPaymentMessageRequest {
-                uetr: uetr.as_bytes().to_vec(),
-                destination: self.inner.config.me.to_string(),
-            };
-            let Ok(reply) = client.fetch_payment_message(request).await else { continue };
-            let Some(envelope) = reply.into_inner().message else { continue };
-            let Ok(message) = inbox_message(envelope) else { continue };
-            if let Some(record) = self.verify_message(&incoming, &message) {
-                self.accept_incoming(record, Some(message)).await;
-                return;
+            self.fetch_round(ready, &mut awaited, &mut due).await;
+        }
+    }
+
+    async fn fetch_round(
+        &self,
+        ready: Vec<Uetr>,
+        awaited: &mut HashMap<Uetr, Awaited>,
+        due: &mut BTreeSet<(Instant, Uetr)>,
+    ) {
+        let mut accepted = Vec::new();
+        let mut by_origin: HashMap<ParticipantId, Vec<Uetr>> = HashMap::new();
+        {
+            let state = self.state();
+            for uetr in ready {
+                let Some(entry) = awaited.get(&uetr) else { continue };
+                if state.remittances.contains_key(&uetr) {
+                    awaited.remove(&uetr);
+                    continue;
+                }
+                match state.inbox.get(&uetr).and_then(|m| self.verify_message(&entry.incoming, m)) {
+                    Some(record) => {
+                        accepted.push((record, None));
+                        awaited.remove(&uetr);
+                    }
+                    None => by_origin.entry(entry.incoming.origin.clone()).or_default().push(uetr),
+                }
             }
         }
-        warn!(%uetr, "no valid payment message; returning the transfer");
-        super::reports::queue_return_without_message(self, uetr);
+        for (origin, uetrs) in by_origin {
+            let client =
+                self.inner.config.gateways.get(&origin).and_then(|index| self.inner.ledger.peers.client(*index));
+            for chunk in uetrs.chunks(FETCH_MESSAGES_MAX) {
+                let mut found: HashMap<Uetr, InboxMessage> = HashMap::new();
+                if let Some(mut client) = client.clone() {
+                    let request = remit_proto::v1::FetchPaymentMessagesRequest {
+                        uetrs: chunk.iter().map(|uetr| uetr.as_bytes().to_vec()).collect(),
+                        destination: self.inner.config.me.to_string(),
+                    };
+                    let span = info_span!("remit.remittance.fetch_messages", %origin, count = chunk.len());
+                    if let Ok(reply) = client.fetch_payment_messages(request).instrument(span).await {
+                        for envelope in reply.into_inner().messages {
+                            if let Ok(message) = inbox_message(envelope) {
+                                found.insert(message.uetr, message);
+                            }
+                        }
+                    }
+                }
+                for uetr in chunk {
+                    let Some(entry) = awaited.get_mut(uetr) else { continue };
+                    let checked = found
+                        .remove(uetr)
+                        .and_then(|message| self.verify_message(&entry.incoming, &message).map(|r| (r, message)));
+                    if let Some((record, message)) = checked {
+                        accepted.push((record, Some(message)));
+                        awaited.remove(uetr);
+                        continue;
+                    }
+                    entry.attempts += 1;
+                    if entry.attempts >= MESSAGE_FETCH_ATTEMPTS_MAX {
+                        awaited.remove(uetr);
+                        warn!(%uetr, "no valid payment message; returning the transfer");
+                        super::reports::queue_return_without_message(self, *uetr);
+                    } else {
+                        entry.backoff = (entry.backoff * 2).min(MESSAGE_FETCH_WAIT_MAX);
+                        due.insert((Instant::now() + entry.backoff, *uetr));
+                    }
+                }
+            }
+        }
+        self.accept_incoming(accepted).await;
     }
 
     // ---- destination: payout ----
