@@ -239,6 +239,10 @@ pub struct TestingSection {
     /// Send forged signature shares instead of real ones (a Byzantine validator).
     #[serde(default)]
     pub forge_shares: bool,
+    /// Never push payment messages to destination gateways, so that they
+    /// must fetch them (exercises the fetch path).
+    #[serde(default)]
+    pub skip_message_push: bool,
 }
 
 /// The whole `node.toml`.

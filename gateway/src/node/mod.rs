@@ -313,6 +313,7 @@ fn start_engine(
         rates,
         quote_ttl_ms: section.quote_ttl_ms,
         gateways,
+        push_messages: !config.testing.skip_message_push,
     };
     let payout = crate::payout::build_adapter(&config.payout).map_err(setup)?;
     let mut endpoints = HashMap::new();

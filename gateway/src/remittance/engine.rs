@@ -238,6 +238,9 @@ pub struct EngineConfig {
     pub quote_ttl_ms: u64,
     /// Participant -> validator index, to reach its gateway.
     pub gateways: HashMap<ParticipantId, u64>,
+    /// Push payment messages to destinations (off only in tests, which
+    /// then see destinations fetch them).
+    pub push_messages: bool,
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -1066,7 +1069,7 @@ impl Engine {
                     payload_commitment: record.commitment,
                     created_at_ms: record.message.created_at_ms,
                 });
-                if !record.message_delivered {
+                if !record.message_delivered && self.inner.config.push_messages {
                     envelopes.entry(record.message.destination.clone()).or_default().push(PaymentMessageEnvelope {
                         uetr: uetr.as_bytes().to_vec(),
                         origin: record.message.origin.to_string(),
