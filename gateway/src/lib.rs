@@ -17,6 +17,7 @@ pub mod constants;
 pub mod devnet;
 pub mod metrics;
 pub mod node;
+mod outbound;
 pub mod payout;
 pub mod remittance;
 pub mod tls;

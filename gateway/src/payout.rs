@@ -30,6 +30,7 @@ use tracing::Instrument as _;
 
 use remit_settlement::{Money, ParticipantId, Uetr};
 
+use crate::outbound::{describe_transport_error, truncate_chars};
 use crate::remittance::party::Party;
 
 /// Default timeout of one HTTP payout request.
@@ -602,7 +603,7 @@ impl HttpPayoutAdapter {
         }
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(e) => return PayoutResult::failed(describe_transport_error(&e)),
+            Err(e) => return PayoutResult::failed(describe_transport_error(&e, PAYOUT_REASON_LEN_MAX)),
         };
         let status = response.status();
         let bytes = match read_bounded(&mut response, PAYOUT_RESPONSE_BYTES_MAX).await {
@@ -634,25 +635,6 @@ impl PayoutAdapter for HttpPayoutAdapter {
     }
 }
 
-/// A transport error without the URL (which may carry credentials).
-fn describe_transport_error(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut text = kind.to_owned();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    truncate_chars(&text, PAYOUT_REASON_LEN_MAX)
-}
-
 /// Reads at most `limit` bytes of the body; a longer body is an error.
 async fn read_bounded(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
@@ -665,7 +647,7 @@ async fn read_bounded(response: &mut reqwest::Response, limit: usize) -> Result<
                 bytes.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(bytes),
-            Err(e) => return Err(describe_transport_error(&e)),
+            Err(e) => return Err(describe_transport_error(&e, PAYOUT_REASON_LEN_MAX)),
         }
     }
 }
@@ -728,10 +710,6 @@ fn status_text(status: reqwest::StatusCode) -> String {
         Some(text) => format!("HTTP {} {text}", status.as_u16()),
         None => format!("HTTP {}", status.as_u16()),
     }
-}
-
-fn truncate_chars(text: &str, max: usize) -> String {
-    text.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ use sha2::Sha256;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
+use crate::outbound::describe_transport_error;
 use crate::remittance::record::Status;
 
 /// Delivery records kept per client (the oldest are dropped first).
@@ -455,10 +456,6 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn truncate_chars(text: &str, max: usize) -> String {
-    text.chars().filter(|c| !c.is_control()).take(max).collect()
-}
-
 /// The stored form of a pending event (see the module docs).
 fn encode_pending(enqueued_at_ms: u64, event: &WebhookEvent) -> Result<Vec<u8>, serde_json::Error> {
     let mut bytes = vec![PENDING_ENCODING_V1];
@@ -820,7 +817,10 @@ async fn attempt_once(
         .body(body.to_vec())
         .send()
         .await
-        .map_err(|e| AttemptFailure { http_status: None, error: describe_transport_error(&e) })?;
+        .map_err(|e| AttemptFailure {
+            http_status: None,
+            error: describe_transport_error(&e, WEBHOOK_ERROR_LEN_MAX),
+        })?;
     let status = response.status();
     if status.is_success() {
         Ok(status.as_u16())
@@ -831,27 +831,6 @@ async fn attempt_once(
         };
         Err(AttemptFailure { http_status: Some(status.as_u16()), error })
     }
-}
-
-/// A transport error without the URL (which may carry a token).
-fn describe_transport_error(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_builder() {
-        "invalid request (check the endpoint URL)"
-    } else {
-        "request failed"
-    };
-    let mut text = kind.to_owned();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    truncate_chars(&text, WEBHOOK_ERROR_LEN_MAX)
 }
 
 #[cfg(test)]

@@ -395,6 +395,23 @@ struct BookEntry {
     used: bool,
 }
 
+impl BookEntry {
+    /// Unused and not expired at `now_unix_ms`.
+    fn check_usable(&self, id: QuoteId, now_unix_ms: u64) -> Result<(), QuoteError> {
+        if self.used {
+            return Err(QuoteError::QuoteAlreadyUsed { id });
+        }
+        if now_unix_ms >= self.quote.expires_at_unix_ms {
+            return Err(QuoteError::QuoteExpired {
+                id,
+                expires_at_unix_ms: self.quote.expires_at_unix_ms,
+                now_unix_ms,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Issued quotes, each of which can be taken exactly once before it expires.
 #[derive(Debug)]
 pub struct QuoteBook {
@@ -441,16 +458,7 @@ impl QuoteBook {
     pub fn take(&self, id: QuoteId, now_unix_ms: u64) -> Result<Quote, QuoteError> {
         let mut entries = self.lock();
         let entry = entries.get_mut(&id).ok_or(QuoteError::UnknownQuote { id })?;
-        if entry.used {
-            return Err(QuoteError::QuoteAlreadyUsed { id });
-        }
-        if now_unix_ms >= entry.quote.expires_at_unix_ms {
-            return Err(QuoteError::QuoteExpired {
-                id,
-                expires_at_unix_ms: entry.quote.expires_at_unix_ms,
-                now_unix_ms,
-            });
-        }
+        entry.check_usable(id, now_unix_ms)?;
         entry.used = true;
         Ok(entry.quote)
     }
@@ -459,16 +467,7 @@ impl QuoteBook {
     pub fn peek(&self, id: QuoteId, now_unix_ms: u64) -> Result<Quote, QuoteError> {
         let entries = self.lock();
         let entry = entries.get(&id).ok_or(QuoteError::UnknownQuote { id })?;
-        if entry.used {
-            return Err(QuoteError::QuoteAlreadyUsed { id });
-        }
-        if now_unix_ms >= entry.quote.expires_at_unix_ms {
-            return Err(QuoteError::QuoteExpired {
-                id,
-                expires_at_unix_ms: entry.quote.expires_at_unix_ms,
-                now_unix_ms,
-            });
-        }
+        entry.check_usable(id, now_unix_ms)?;
         Ok(entry.quote)
     }
 
