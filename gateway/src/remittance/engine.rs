@@ -261,6 +261,9 @@ struct State {
     /// `accepted` events about to be applied, so the message is not parsed
     /// twice; empty outside [`Engine::commit_accepting`].
     prepared: HashMap<Uetr, Box<Remittance>>,
+    /// Payment message bytes of origin remittances created since start and
+    /// not yet taken by the submitter, so the message is serialised once.
+    message_bytes: HashMap<Uetr, Vec<u8>>,
     cursor: u64,
 }
 
@@ -507,7 +510,8 @@ fn screened(party: &Party) -> ScreenedParty {
 }
 
 enum Prepared {
-    New(Box<Remittance>),
+    /// A new remittance and its payment message bytes (as committed to).
+    New(Box<Remittance>, Vec<u8>),
     Existing(Uetr, String),
 }
 
@@ -631,22 +635,26 @@ impl Engine {
         let now = now_ms();
         let span = info_span!("remit.remittance.create", client, count = inputs.len());
         let mut results: Vec<Option<Result<Remittance, RequestError>>> = vec![None; inputs.len()];
-        let mut fresh: Vec<(usize, Box<Remittance>)> = Vec::new();
+        let mut fresh: Vec<(usize, Box<Remittance>, Vec<u8>)> = Vec::new();
         let mut existing: Vec<(usize, Uetr, String, String)> = Vec::new();
         for (index, input) in inputs.into_iter().enumerate() {
             let key = input.idempotency_key.clone();
             match self.prepare(client, input, now) {
-                Ok(Prepared::New(record)) => fresh.push((index, record)),
+                Ok(Prepared::New(record, message_bytes)) => fresh.push((index, record, message_bytes)),
                 Ok(Prepared::Existing(uetr, fingerprint)) => existing.push((index, uetr, fingerprint, key)),
                 Err(error) => results[index] = Some(Err(error)),
             }
         }
         if !fresh.is_empty() {
-            let (indices, events): (Vec<usize>, Vec<JournalEvent>) =
-                fresh.into_iter().map(|(index, remittance)| (index, JournalEvent::Created { remittance })).unzip();
+            let mut slots = Vec::with_capacity(fresh.len());
+            let mut events = Vec::with_capacity(fresh.len());
+            for (index, remittance, message_bytes) in fresh {
+                slots.push((index, message_bytes));
+                events.push(JournalEvent::Created { remittance });
+            }
             let durable = self.inner.journal.append(&events).instrument(span.clone()).await;
             let mut state = self.state();
-            for (index, event) in indices.into_iter().zip(events) {
+            for ((index, message_bytes), event) in slots.into_iter().zip(events) {
                 let JournalEvent::Created { remittance: record } = event else { unreachable!("built as created") };
                 let uetr = record.uetr;
                 match &durable {
@@ -655,6 +663,8 @@ impl Engine {
                         results[index] = Some(Ok((*record).clone()));
                         state.apply(JournalEvent::Created { remittance: record });
                         if submit {
+                            // Kept for the submitter, which pushes the message.
+                            state.message_bytes.insert(uetr, message_bytes);
                             let _ = self.inner.submit_tx.send(uetr);
                         }
                     }
@@ -695,7 +705,7 @@ impl Engine {
             engine.inner.created.notify_waiters();
         };
         match self.build(client, &input, quote_id, uetr, fingerprint, now) {
-            Ok(record) => Ok(Prepared::New(Box::new(record))),
+            Ok((record, message_bytes)) => Ok(Prepared::New(Box::new(record), message_bytes)),
             Err(error) => {
                 release(self);
                 Err(error)
@@ -711,7 +721,7 @@ impl Engine {
         uetr: Uetr,
         fingerprint: String,
         now: u64,
-    ) -> Result<Remittance, RequestError> {
+    ) -> Result<(Remittance, Vec<u8>), RequestError> {
         let config = &self.inner.config;
         // Check the corridor before consuming the quote.
         let quote = match (quote_id, &input.price) {
@@ -766,7 +776,8 @@ impl Engine {
         };
         let mut salt = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut salt);
-        let commitment = commitment(&salt, &message.to_bytes());
+        let message_bytes = message.to_bytes();
+        let commitment = commitment(&salt, &message_bytes);
         let subject = ScreeningSubject {
             uetr: uetr.to_string(),
             originator: screened(&input.originator),
@@ -786,7 +797,7 @@ impl Engine {
             }
         }
         let status = history.last().map_or(Status::Received, |c| c.status);
-        Ok(Remittance {
+        let record = Remittance {
             uetr,
             role: Role::Origin,
             client_id: client.to_owned(),
@@ -802,7 +813,8 @@ impl Engine {
             ledger: None,
             payout_reference: None,
             message_delivered: false,
-        })
+        };
+        Ok((record, message_bytes))
     }
 
     async fn wait_created(
@@ -954,6 +966,7 @@ impl Engine {
             }
             // Applied under the lock so the submitter cannot take it meanwhile.
             state.apply(event.clone());
+            state.message_bytes.remove(&record.uetr);
         }
         self.inner.journal.append(std::slice::from_ref(&event)).await?;
         let record = self.get(client, uetr)?;
@@ -1057,6 +1070,8 @@ impl Engine {
         {
             let mut state = self.state();
             for uetr in uetrs {
+                // Serialised once, at creation (after a restart: again here).
+                let cached_bytes = state.message_bytes.remove(&uetr);
                 let Some(record) = state.remittances.get(&uetr) else { continue };
                 if !matches!(record.status, Status::Received | Status::Submitted) || record.role != Role::Origin {
                     continue;
@@ -1074,7 +1089,7 @@ impl Engine {
                         uetr: uetr.as_bytes().to_vec(),
                         origin: record.message.origin.to_string(),
                         salt: record.salt.to_vec(),
-                        message: record.message.to_bytes(),
+                        message: cached_bytes.unwrap_or_else(|| record.message.to_bytes()),
                     });
                 }
                 let event = JournalEvent::Status {
