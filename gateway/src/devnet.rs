@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use remit_settlement::network::{
-    generate_network, write_network, NetworkConfig, IDENTITY_KEY_FILE, KEY_SHARE_FILE, NETWORK_FILE,
+    generate_network, write_network, NetworkConfig, NetworkShape, IDENTITY_KEY_FILE, KEY_SHARE_FILE, NETWORK_FILE,
 };
 
 use crate::api::auth::{generate_key, hash_key, ApiClientConfig};
@@ -215,7 +215,8 @@ pub fn prepare_with_keys(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<
     if !network_path.exists() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| DevnetError::Mismatch(e.to_string()))?;
         let now_ms = u64::try_from(now.as_millis()).map_err(|e| DevnetError::Mismatch(e.to_string()))?;
-        let generated = generate_network(options.validators, now_ms).map_err(DevnetError::Mismatch)?;
+        let generated =
+            generate_network(NetworkShape::validators(options.validators), now_ms).map_err(DevnetError::Mismatch)?;
         write_network(&generated, &keys).map_err(|e| file_error(&keys, e))?;
     }
     let network = NetworkConfig::load(&network_path).map_err(|e| file_error(&network_path, e))?;

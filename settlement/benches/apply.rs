@@ -16,7 +16,10 @@ use remit_settlement::hash::Digest32;
 use remit_settlement::ids::{ChainId, CountryCode, Height, ParticipantId, Uetr};
 use remit_settlement::money::Money;
 use remit_settlement::participant::{OriginKey, Participant, ParticipantStatus};
-use remit_settlement::{BlockProposal, Entry, LedgerState, SignatureCheck, Transfer, TransferBatch};
+use remit_settlement::{
+    BlockProposal, Entry, GovernanceConfig, LedgerParams, LedgerState, ReplayWindow, SignatureCheck, Transfer,
+    TransferBatch,
+};
 use rust_decimal::Decimal;
 
 const TRANSFERS_PER_BLOCK: usize = 8_192;
@@ -39,7 +42,13 @@ fn participant(i: u8) -> (Participant, SigningKey) {
 
 fn genesis() -> (LedgerState, Vec<(ParticipantId, SigningKey)>) {
     let chain_id = ChainId::new("bench").expect("valid chain id");
-    let mut state = LedgerState::new(chain_id);
+    let governance = SigningKey::from_bytes(&[0xee; 32]);
+    let mut state = LedgerState::new(LedgerParams {
+        chain_id,
+        validator_count: 1,
+        replay: ReplayWindow::default(),
+        governance: GovernanceConfig { threshold: 1, keys: vec![OriginKey::new(governance.verifying_key())] },
+    });
     let mut keys = Vec::new();
     let mut entries = Vec::new();
     for i in 0..PARTICIPANTS {

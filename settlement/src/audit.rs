@@ -90,7 +90,7 @@ pub fn verify_chain(
         .validator_set()
         .map_err(|what| AuditFailure { height: Height::GENESIS, what: format!("network definition: {what}") })?;
     let group_key = validators.group_key();
-    let mut state = LedgerState::new(network.chain_id.clone());
+    let mut state = LedgerState::new(network.ledger_params());
     let mut report = AuditReport { blocks: 0, transfers: 0, tip: None, uncertified_tail: 0 };
     let mut pending_transfers = 0u64;
     for item in blocks {

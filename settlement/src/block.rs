@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::constants::{BLOCK_ENTRIES_MAX, BLOCK_TRANSFERS_MAX, CHAIN_ID_LEN_MAX, PARTICIPANT_ID_LEN_MAX};
+use crate::governance::{decode_approvals, decode_cap, encode_approvals, encode_cap, Approval, GovernanceProposal};
 use crate::hash::{hash_with_domain, merkle_leaf, merkle_root, Digest32};
 use crate::ids::{ChainId, Height, ParticipantId, WindowId};
-use crate::money::{decimal_to_minor_units, minor_units_to_decimal};
 use crate::participant::{Participant, ParticipantStatus};
 use crate::payout::PayoutReportBatch;
 use crate::transfer::TransferBatch;
@@ -21,15 +21,19 @@ pub const BLOCK_HASH_TAG: &[u8] = b"REMIT_BLOCK_HEADER_V1";
 pub const BLOCK_ENCODING_TAG: &[u8] = b"REMIT_BLOCK_V1";
 
 /// One ledger entry, proposed by the leader and applied by every replica.
+///
+/// The three unsigned administrative entries are valid only in the genesis
+/// block (derived from `network.json`); afterwards administration goes
+/// through [`Entry::Governance`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Entry {
-    /// Adds a participant to the registry.
+    /// Adds a participant to the registry (genesis only).
     RegisterParticipant {
         /// The full record.
         participant: Participant,
     },
-    /// Sets a participant's net debit cap in one currency.
+    /// Sets a participant's net debit cap in one currency (genesis only).
     SetNetDebitCap {
         /// Whose cap.
         participant: ParticipantId,
@@ -39,7 +43,7 @@ pub enum Entry {
         #[serde(with = "rust_decimal::serde::str")]
         cap: Decimal,
     },
-    /// Suspends or reactivates a participant.
+    /// Suspends or reactivates a participant (genesis only).
     SetParticipantStatus {
         /// Whose status.
         participant: ParticipantId,
@@ -55,6 +59,13 @@ pub enum Entry {
     PayoutReports {
         /// The signed reports.
         batch: PayoutReportBatch,
+    },
+    /// An administrative action approved by governance keys.
+    Governance {
+        /// The action and its nonce.
+        proposal: GovernanceProposal,
+        /// Signatures of governance keys over the proposal.
+        approvals: Vec<Approval>,
     },
 }
 
@@ -84,11 +95,7 @@ impl Entry {
             }
             Entry::SetNetDebitCap { participant, currency, cap } => {
                 w.u8(2);
-                w.str(participant.as_str());
-                w.currency(*currency);
-                // A cap that is not exact to minor units cannot be encoded; it is
-                // written as -1, which the state machine rejects like any negative cap.
-                w.i128(decimal_to_minor_units(*cap, *currency).unwrap_or(-1));
+                encode_cap(w, participant, *currency, *cap);
             }
             Entry::SetParticipantStatus { participant, status } => {
                 w.u8(3);
@@ -103,6 +110,11 @@ impl Entry {
                 w.u8(5);
                 batch.encode(w);
             }
+            Entry::Governance { proposal, approvals } => {
+                w.u8(6);
+                proposal.encode(w);
+                encode_approvals(w, approvals);
+            }
         }
     }
 
@@ -111,12 +123,7 @@ impl Entry {
         match r.u8()? {
             1 => Ok(Entry::RegisterParticipant { participant: Participant::decode(r)? }),
             2 => {
-                let participant = ParticipantId::new(r.str(PARTICIPANT_ID_LEN_MAX)?).map_err(|e| r.error(e))?;
-                let currency = r.currency()?;
-                if currency.exponent().is_none() {
-                    return Err(r.error(format!("cap currency {} has no minor unit", currency.code())));
-                }
-                let cap = minor_units_to_decimal(r.i128()?, currency).ok_or_else(|| r.error("cap out of range"))?;
+                let (participant, currency, cap) = decode_cap(r)?;
                 Ok(Entry::SetNetDebitCap { participant, currency, cap })
             }
             3 => {
@@ -126,6 +133,10 @@ impl Entry {
             }
             4 => Ok(Entry::TransferBatch { batch: TransferBatch::decode(r)? }),
             5 => Ok(Entry::PayoutReports { batch: PayoutReportBatch::decode(r)? }),
+            6 => {
+                let proposal = GovernanceProposal::decode(r)?;
+                Ok(Entry::Governance { proposal, approvals: decode_approvals(r)? })
+            }
             other => Err(r.error(format!("unknown entry type {other}"))),
         }
     }
@@ -181,6 +192,18 @@ pub enum RejectReason {
     NotDestination,
     /// A payout report for a transfer already reported completed or returned (DUPL).
     AlreadyReported,
+    /// `created_at` lies further before the block's timestamp than the
+    /// replay horizon (DT01).
+    CreatedTooLongAgo,
+    /// An unsigned administrative entry after genesis: administration needs
+    /// governance approval.
+    GovernanceRequired,
+    /// Fewer distinct governance keys approved the action than the threshold.
+    GovernanceApprovalsInsufficient,
+    /// A governance action whose nonce was already used (DUPL).
+    GovernanceNonceReused,
+    /// The ledger remembers no more governance nonces.
+    GovernanceNoncesExhausted,
 }
 
 impl RejectReason {
@@ -190,7 +213,7 @@ impl RejectReason {
     pub fn iso_code(self) -> Option<&'static str> {
         use RejectReason::*;
         match self {
-            DuplicateUetr | AlreadyReported => Some("DUPL"),
+            DuplicateUetr | AlreadyReported | GovernanceNonceReused => Some("DUPL"),
             UnknownOrigin | UnknownDestination | UnknownParticipant | UnknownReporter => Some("RC01"),
             OriginSuspended | DestinationSuspended => Some("AG01"),
             OriginCurrencyNotSettled | DestinationCurrencyNotSettled | CapCurrencyNotSettled => Some("AM03"),
@@ -199,15 +222,20 @@ impl RejectReason {
             UnknownTransfer => Some("NOOR"),
             BadSignature => Some("DS0D"),
             EmptyBatch => Some("AM18"),
-            CreatedInFuture => Some("DT01"),
+            CreatedInFuture | CreatedTooLongAgo => Some("DT01"),
             InvalidParticipantData => Some("FF01"),
-            AlreadyRegistered | ValidatorIndexTaken | TooManyParticipants => None,
+            AlreadyRegistered
+            | ValidatorIndexTaken
+            | TooManyParticipants
+            | GovernanceRequired
+            | GovernanceApprovalsInsufficient
+            | GovernanceNoncesExhausted => None,
         }
     }
 
     /// Every reason in wire-code order (code = position + 1). New reasons are
     /// appended so that stored codes keep their meaning.
-    const ALL: [RejectReason; 23] = {
+    const ALL: [RejectReason; 28] = {
         use RejectReason::*;
         [
             DuplicateUetr,
@@ -233,6 +261,11 @@ impl RejectReason {
             UnknownTransfer,
             NotDestination,
             AlreadyReported,
+            CreatedTooLongAgo,
+            GovernanceRequired,
+            GovernanceApprovalsInsufficient,
+            GovernanceNonceReused,
+            GovernanceNoncesExhausted,
         ]
     };
 

@@ -1,9 +1,19 @@
 //! Threshold certification of blocks with BLS (threshold_crypto).
 //!
-//! n = 3f + 1 validators each hold a secret key share; any 2f + 1 signature
-//! shares over a block's certification message combine into one signature
-//! that verifies against the single group public key. Auditors need nothing
-//! else to check a certificate.
+//! n validators each hold a secret key share; any `q = ceil((n + f + 1) / 2)`
+//! signature shares (with `f = floor((n - 1) / 3)`) over a block's
+//! certification message combine into one signature that verifies against
+//! the single group public key. Auditors need nothing else to check a
+//! certificate.
+//!
+//! Why that quorum: two quorums overlap in at least `2q - n >= f + 1`
+//! validators, so at least one honest validator is in both, and an honest
+//! validator never signs two blocks at one height. Two different blocks can
+//! therefore never both be certified at one height, whatever n is. With
+//! n = 3f + 1 it is the familiar 2f + 1; with n = 5 or 6 it is 4 (2f + 1 = 3
+//! would let two quorums of 5 share only the one faulty validator, and two
+//! of 6 share none). Liveness holds while at most f validators are down:
+//! `q <= n - f` for every n.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -29,9 +39,11 @@ pub fn faulty_max(validators: usize) -> usize {
     validators.saturating_sub(1) / 3
 }
 
-/// Number of shares needed to certify: 2f + 1.
+/// Number of shares needed to certify: `ceil((n + f + 1) / 2)`, so that any
+/// two quorums share at least f + 1 validators (at least one honest). Equal
+/// to 2f + 1 when n = 3f + 1; larger for other n.
 pub fn quorum(validators: usize) -> usize {
-    2 * faulty_max(validators) + 1
+    (validators + faulty_max(validators) + 1).div_ceil(2)
 }
 
 /// The message a validator signs for a block: domain tag, chain id, height,
@@ -189,7 +201,7 @@ pub enum CertifyError {
     NotEnoughShares {
         /// Valid shares held.
         valid: usize,
-        /// Shares needed (2f + 1).
+        /// Shares needed (the quorum).
         needed: usize,
         /// Validators whose shares all failed verification.
         rejected: Vec<u32>,
@@ -208,7 +220,7 @@ pub struct ValidatorSet {
 
 impl ValidatorSet {
     /// A set of `validators` validators with the given public key set. The
-    /// key set's threshold must be 2f (2f + 1 shares combine).
+    /// key set's threshold must be `quorum(n) - 1` (a quorum of shares combines).
     pub fn new(keys: PublicKeySet, validators: usize) -> Result<Self, String> {
         if validators == 0 || validators > VALIDATORS_MAX {
             return Err(format!("validator count must be 1 to {VALIDATORS_MAX}, got {validators}"));

@@ -3,10 +3,11 @@
 //! Every replica that applies the same proposals to the same state computes
 //! the same blocks, byte for byte.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use iso_currency::Currency;
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 use crate::applied::{AppliedTransfer, AppliedTransferView};
 use crate::block::{
@@ -15,22 +16,28 @@ use crate::block::{
 };
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::constants::{
-    BATCH_TRANSFERS_MAX, BLOCK_ENTRIES_MAX, BLOCK_TRANSFERS_MAX, CHAIN_ID_LEN_MAX, CREATED_AT_SKEW_MS_MAX,
-    PARTICIPANTS_MAX,
+    BATCH_TRANSFERS_MAX, BLOCK_ENTRIES_MAX, BLOCK_TRANSFERS_MAX, CHAIN_ID_LEN_MAX, CREATED_AT_HORIZON_MS_DEFAULT,
+    CREATED_AT_HORIZON_MS_MAX, CREATED_AT_HORIZON_MS_MIN, CREATED_AT_SKEW_MS_DEFAULT, CREATED_AT_SKEW_MS_MAX,
+    GOVERNANCE_NONCES_MAX, PARTICIPANTS_MAX, VALIDATORS_MAX,
 };
+use crate::governance::{Approval, GovernanceAction, GovernanceConfig, GovernanceProposal};
 use crate::hash::{hash_with_domain, Digest32};
 use crate::ids::{ChainId, Height, ParticipantId, Uetr, WindowId};
+use crate::index::{RestoredSegment, TransferIndex};
 use crate::money::{decimal_to_minor_units, minor_units_to_decimal, Money};
 use crate::participant::{validate_cap, Participant, ParticipantStatus};
 use crate::payout::{PayoutOutcome, PayoutReport, PayoutReportBatch, PayoutState};
 use crate::transfer::{Transfer, TransferBatch};
 
-/// Domain tag of the state root.
-pub const STATE_ROOT_TAG: &[u8] = b"REMIT_STATE_V1";
-/// Domain tag of a state snapshot. V2 keeps participants in registration
-/// order (the slots the applied-transfer index refers to) and adds the count
-/// of accepted payout reports.
-pub const STATE_SNAPSHOT_TAG: &[u8] = b"REMIT_STATE_SNAPSHOT_V2";
+/// Domain tag of the state root. V2 covers everything that decides a future
+/// result: counters, last timestamp, parameters, governance keys and used
+/// nonces, participants with caps, statuses and positions, and the root of
+/// the duplicate index (with payout states).
+pub const STATE_ROOT_TAG: &[u8] = b"REMIT_STATE_V2";
+/// Domain tag of a state snapshot (everything but the duplicate index, which
+/// is stored and snapshotted by segment). V3 adds the parameters, the
+/// governance state and the count of forgotten transfers.
+pub const STATE_SNAPSHOT_TAG: &[u8] = b"REMIT_STATE_SNAPSHOT_V3";
 
 /// A proposal that cannot be applied at all. The state is left unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,13 +116,96 @@ pub enum SignatureCheck {
 fn check_encodable(index: usize, entry: &Entry) -> Result<(), BlockError> {
     let invalid = |reason: String| BlockError::InvalidEntry { index, reason };
     match entry {
-        Entry::RegisterParticipant { participant } => {
-            participant.validate().map_err(|e| invalid(format!("participant.{e}")))
-        }
-        Entry::SetNetDebitCap { currency, .. } if currency.exponent().is_none() => {
-            Err(invalid(format!("currency: {} has no minor unit", currency.code())))
-        }
+        Entry::RegisterParticipant { participant }
+        | Entry::Governance {
+            proposal: GovernanceProposal { action: GovernanceAction::RegisterParticipant { participant }, .. },
+            ..
+        } => participant.validate().map_err(|e| invalid(format!("participant.{e}"))),
+        Entry::SetNetDebitCap { currency, .. }
+        | Entry::Governance {
+            proposal: GovernanceProposal { action: GovernanceAction::SetNetDebitCap { currency, .. }, .. },
+            ..
+        } if currency.exponent().is_none() => Err(invalid(format!("currency: {} has no minor unit", currency.code()))),
         _ => Ok(()),
+    }
+}
+
+/// Replay protection: how far a transfer's `created_at` may lie from its
+/// block's timestamp (`network.json`, `replay`). A transfer is accepted only
+/// when `block time - horizon <= created_at <= block time + future skew`, and
+/// the duplicate index forgets a block's transfers once the block is older
+/// than `horizon + future skew`: by then none of its UETRs could be accepted
+/// again with the same `created_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayWindow {
+    /// Oldest `created_at` accepted, in ms before the block's timestamp.
+    pub horizon_ms: u64,
+    /// Newest `created_at` accepted, in ms after the block's timestamp.
+    pub future_skew_ms: u64,
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        Self { horizon_ms: CREATED_AT_HORIZON_MS_DEFAULT, future_skew_ms: CREATED_AT_SKEW_MS_DEFAULT }
+    }
+}
+
+impl ReplayWindow {
+    /// Checks both bounds against their limits.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(CREATED_AT_HORIZON_MS_MIN..=CREATED_AT_HORIZON_MS_MAX).contains(&self.horizon_ms) {
+            return Err(format!(
+                "replay.horizon_ms: must be {CREATED_AT_HORIZON_MS_MIN} to {CREATED_AT_HORIZON_MS_MAX}, got {}",
+                self.horizon_ms
+            ));
+        }
+        if self.future_skew_ms > CREATED_AT_SKEW_MS_MAX {
+            return Err(format!(
+                "replay.future_skew_ms: must be at most {CREATED_AT_SKEW_MS_MAX}, got {}",
+                self.future_skew_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long a block's transfers stay in the duplicate index.
+    pub fn retention_ms(&self) -> u64 {
+        self.horizon_ms + self.future_skew_ms
+    }
+}
+
+/// What the state machine takes from `network.json` besides the genesis
+/// registrations. Part of the state root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerParams {
+    /// The chain.
+    pub chain_id: ChainId,
+    /// Size of the validator set (a registration's validator index must be below it).
+    pub validator_count: u32,
+    /// Replay protection.
+    pub replay: ReplayWindow,
+    /// Who approves administrative entries after genesis.
+    pub governance: GovernanceConfig,
+}
+
+impl LedgerParams {
+    fn encode(&self, w: &mut Writer) {
+        w.str(self.chain_id.as_str());
+        w.u32(self.validator_count);
+        w.u64(self.replay.horizon_ms);
+        w.u64(self.replay.future_skew_ms);
+        self.governance.encode(w);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let chain_id = ChainId::new(r.str(CHAIN_ID_LEN_MAX)?).map_err(|e| r.error(e))?;
+        let validator_count = r.u32()?;
+        if validator_count == 0 || validator_count as usize > VALIDATORS_MAX {
+            return Err(r.error(format!("validator count {validator_count} out of range")));
+        }
+        let replay = ReplayWindow { horizon_ms: r.u64()?, future_skew_ms: r.u64()? };
+        replay.validate().map_err(|e| r.error(e))?;
+        Ok(Self { chain_id, validator_count, replay, governance: GovernanceConfig::decode(r)? })
     }
 }
 
@@ -133,52 +223,61 @@ impl ParticipantState {
     }
 }
 
-/// The ledger's state after some height: registry, positions, and the index
-/// of accepted transfers with their payout states.
+/// The ledger's state after some height: parameters, registry, positions,
+/// governance nonces, and the duplicate index of accepted transfers with
+/// their payout states.
 #[derive(Clone, Debug)]
 pub struct LedgerState {
-    chain_id: ChainId,
+    params: LedgerParams,
     /// Height and hash of the last applied block.
     tip: Option<(Height, Digest32)>,
     last_timestamp_ms: u64,
     window: WindowId,
     /// In registration order: a participant's position here is its slot.
     participants: Vec<ParticipantState>,
-    index: HashMap<ParticipantId, usize>,
-    applied_transfers: HashMap<Uetr, AppliedTransfer>,
+    slots: HashMap<ParticipantId, usize>,
+    transfers: TransferIndex,
     transfers_accepted_total: u64,
     /// Payout reports accepted since genesis (completions and returns).
     payout_reports_total: u64,
+    /// Accepted transfers the duplicate index has forgotten (past the retention).
+    transfers_forgotten_total: u64,
+    /// Nonces of the governance actions accepted so far.
+    governance_nonces: BTreeSet<u64>,
 }
 
 impl PartialEq for LedgerState {
     fn eq(&self, other: &Self) -> bool {
-        self.state_root() == other.state_root()
-            && self.tip == other.tip
-            && self.applied_transfers == other.applied_transfers
-            && self.payout_reports_total == other.payout_reports_total
+        self.state_root() == other.state_root() && self.tip == other.tip && self.transfers == other.transfers
     }
 }
 
 impl LedgerState {
     /// The empty state before genesis.
-    pub fn new(chain_id: ChainId) -> Self {
+    pub fn new(params: LedgerParams) -> Self {
         Self {
-            chain_id,
+            params,
             tip: None,
             last_timestamp_ms: 0,
             window: WindowId(0),
             participants: Vec::new(),
-            index: HashMap::new(),
-            applied_transfers: HashMap::new(),
+            slots: HashMap::new(),
+            transfers: TransferIndex::new(),
             transfers_accepted_total: 0,
             payout_reports_total: 0,
+            transfers_forgotten_total: 0,
+            governance_nonces: BTreeSet::new(),
         }
+    }
+
+    /// The parameters the state was created with.
+    pub fn params(&self) -> &LedgerParams {
+        &self.params
     }
 
     /// The chain this state belongs to.
     pub fn chain_id(&self) -> &ChainId {
-        &self.chain_id
+        &self.params.chain_id
     }
 
     /// Height and hash of the last applied block, if any.
@@ -211,9 +310,19 @@ impl LedgerState {
         self.transfers_accepted_total
     }
 
+    /// Number of accepted transfers the duplicate index has forgotten.
+    pub fn transfers_forgotten_total(&self) -> u64 {
+        self.transfers_forgotten_total
+    }
+
+    /// Nonces of the governance actions accepted so far.
+    pub fn governance_nonces(&self) -> &BTreeSet<u64> {
+        &self.governance_nonces
+    }
+
     /// A registered participant.
     pub fn participant(&self, id: &ParticipantId) -> Option<&Participant> {
-        self.index.get(id).map(|i| &self.participants[*i].participant)
+        self.slots.get(id).map(|i| &self.participants[*i].participant)
     }
 
     /// All participants, sorted by id.
@@ -225,7 +334,7 @@ impl LedgerState {
 
     /// Net position of `id` in `currency` in the open window (zero when none).
     pub fn position(&self, id: &ParticipantId, currency: Currency) -> Decimal {
-        self.index
+        self.slots
             .get(id)
             .map(|i| &self.participants[*i])
             .and_then(|state| state.currency_slot(currency).map(|slot| state.positions[slot]))
@@ -249,14 +358,20 @@ impl LedgerState {
         self.payout_reports_total
     }
 
-    /// The height at which `uetr` was applied, if it was.
-    pub fn transfer_height(&self, uetr: &Uetr) -> Option<Height> {
-        self.applied_transfers.get(uetr).map(|record| record.height)
+    /// The duplicate index.
+    pub fn index(&self) -> &TransferIndex {
+        &self.transfers
     }
 
-    /// The accepted transfer `uetr`, with its parties, amount and payout state.
+    /// The height at which `uetr` was applied, if it is still remembered.
+    pub fn transfer_height(&self, uetr: &Uetr) -> Option<Height> {
+        self.transfers.get(uetr).map(|record| record.height)
+    }
+
+    /// The accepted transfer `uetr`, with its parties, amount and payout
+    /// state, if it is still remembered.
     pub fn applied_transfer(&self, uetr: &Uetr) -> Option<AppliedTransferView> {
-        let record = self.applied_transfers.get(uetr)?;
+        let record = self.transfers.get(uetr)?;
         Some(AppliedTransferView {
             height: record.height,
             origin: self.participants[record.origin_slot as usize].participant.id.clone(),
@@ -267,32 +382,19 @@ impl LedgerState {
         })
     }
 
-    /// Where the payout of the accepted transfer `uetr` stands.
+    /// Where the payout of the accepted transfer `uetr` stands, if it is still remembered.
     pub fn payout_state(&self, uetr: &Uetr) -> Option<PayoutState> {
-        self.applied_transfers.get(uetr).map(|record| record.payout)
+        self.transfers.get(uetr).map(|record| record.payout)
     }
 
-    /// Every accepted transfer's record, in no particular order.
+    /// Every remembered transfer's record, in no particular order.
     pub fn applied_transfers(&self) -> impl ExactSizeIterator<Item = (&Uetr, &AppliedTransfer)> {
-        self.applied_transfers.iter()
+        self.transfers.iter()
     }
 
-    /// Number of distinct UETRs applied.
+    /// Number of distinct UETRs remembered.
     pub fn applied_transfer_count(&self) -> usize {
-        self.applied_transfers.len()
-    }
-
-    /// The record of `transfer` if it was accepted at `height` exactly as
-    /// given (same parties, currency and amount); for the store, which writes
-    /// a block's records from the state and checks they agree with the block.
-    pub(crate) fn applied_record_of(&self, transfer: &Transfer, height: Height) -> Option<&AppliedTransfer> {
-        let record = self.applied_transfers.get(&transfer.uetr)?;
-        let matches = record.height == height
-            && self.participants[record.origin_slot as usize].participant.id == transfer.origin
-            && self.participants[record.destination_slot as usize].participant.id == transfer.destination
-            && record.currency == transfer.amount.currency()
-            && record.amount_minor_units == transfer.amount.minor_units();
-        matches.then_some(record)
+        self.transfers.len()
     }
 
     /// Verifies every batch signature (transfer batches and payout report
@@ -304,27 +406,30 @@ impl LedgerState {
     }
 
     /// Whether the entry's signature, if it has one, verifies against the
-    /// signer's registered key.
+    /// signer's registered key. (Governance approvals are counted when the
+    /// entry is applied.)
     fn signature_valid(&self, entry: &Entry) -> bool {
         match entry {
             Entry::TransferBatch { batch } => self
                 .participant(&batch.origin)
-                .is_some_and(|origin| batch.verify_signature(&self.chain_id, &origin.origin_key)),
+                .is_some_and(|origin| batch.verify_signature(self.chain_id(), &origin.origin_key)),
             Entry::PayoutReports { batch } => self
                 .participant(&batch.reporter)
-                .is_some_and(|reporter| batch.verify_signature(&self.chain_id, &reporter.origin_key)),
+                .is_some_and(|reporter| batch.verify_signature(self.chain_id(), &reporter.origin_key)),
             _ => true,
         }
     }
 
     /// Applies a proposal: checks its structure, applies every entry in order,
-    /// asserts conservation, and returns the block with results and roots.
-    /// On `Err` the state is unchanged.
+    /// forgets what the replay window no longer needs, asserts conservation,
+    /// and returns the block with results and roots. On `Err` the state is
+    /// unchanged.
     pub fn apply(&mut self, proposal: BlockProposal, signatures: SignatureCheck) -> Result<Block, BlockError> {
         self.check_structure(&proposal, &signatures)?;
+        self.transfers.begin_block();
         // One allocation for the block's index growth, instead of rehashing
-        // the growing index (32-byte records) while transfers are inserted.
-        self.applied_transfers.reserve(proposal.entries.iter().map(Entry::transfer_count).sum());
+        // the growing index while transfers are inserted.
+        self.transfers.reserve(proposal.entries.iter().map(Entry::transfer_count).sum());
         let entries_root = entries_root(&proposal.entries);
         let BlockProposal { height, prev_hash, timestamp_ms, entries } = proposal;
         let mut results = Vec::with_capacity(entries.len());
@@ -343,14 +448,20 @@ impl LedgerState {
             }
             results.push(result);
         }
+        self.transfers_forgotten_total += self.transfers.end_block(timestamp_ms, self.params.replay.retention_ms());
         self.assert_conserved(height);
+        debug_assert_eq!(
+            self.transfers.len() as u64,
+            self.transfers_accepted_total - self.transfers_forgotten_total,
+            "the index holds every accepted transfer not forgotten"
+        );
         // The state root covers the new height; the hash is filled in once the
         // header (which contains the root) is hashed.
         self.tip = Some((height, Digest32::ZERO));
         self.last_timestamp_ms = timestamp_ms;
         let header = BlockHeader {
             version: BLOCK_FORMAT_VERSION,
-            chain_id: self.chain_id.clone(),
+            chain_id: self.params.chain_id.clone(),
             height,
             prev_hash,
             timestamp_ms,
@@ -412,10 +523,19 @@ impl LedgerState {
     }
 
     fn apply_entry(&mut self, entry: &Entry, height: Height, timestamp_ms: u64, signature_valid: bool) -> EntryResult {
+        // Unsigned administrative entries exist only in the genesis block,
+        // which every node derives from network.json.
+        let genesis = height == Height::GENESIS;
         let outcome = match entry {
+            Entry::RegisterParticipant { .. } | Entry::SetNetDebitCap { .. } | Entry::SetParticipantStatus { .. }
+                if !genesis =>
+            {
+                Err(RejectReason::GovernanceRequired)
+            }
             Entry::RegisterParticipant { participant } => self.register(participant),
             Entry::SetNetDebitCap { participant, currency, cap } => self.set_cap(participant, *currency, *cap),
             Entry::SetParticipantStatus { participant, status } => self.set_status(participant, *status),
+            Entry::Governance { proposal, approvals } => self.apply_governance(proposal, approvals),
             Entry::TransferBatch { batch } => return self.apply_batch(batch, height, timestamp_ms, signature_valid),
             Entry::PayoutReports { batch } => return self.apply_reports(batch, signature_valid),
         };
@@ -425,20 +545,50 @@ impl LedgerState {
         }
     }
 
+    /// Applies a governance action approved by at least the threshold of
+    /// distinct governance keys, once per nonce. Every check comes before
+    /// the first write.
+    fn apply_governance(&mut self, proposal: &GovernanceProposal, approvals: &[Approval]) -> Result<(), RejectReason> {
+        let governance = &self.params.governance;
+        if governance.approvals_counted(&self.params.chain_id, proposal, approvals) < governance.threshold as usize {
+            return Err(RejectReason::GovernanceApprovalsInsufficient);
+        }
+        if self.governance_nonces.contains(&proposal.nonce) {
+            return Err(RejectReason::GovernanceNonceReused);
+        }
+        if self.governance_nonces.len() >= GOVERNANCE_NONCES_MAX {
+            return Err(RejectReason::GovernanceNoncesExhausted);
+        }
+        match &proposal.action {
+            GovernanceAction::RegisterParticipant { participant } => self.register(participant)?,
+            GovernanceAction::SetNetDebitCap { participant, currency, cap } => {
+                self.set_cap(participant, *currency, *cap)?;
+            }
+            GovernanceAction::SetParticipantStatus { participant, status } => self.set_status(participant, *status)?,
+        }
+        self.governance_nonces.insert(proposal.nonce);
+        Ok(())
+    }
+
     fn register(&mut self, participant: &Participant) -> Result<(), RejectReason> {
         participant.validate().map_err(|_| RejectReason::InvalidParticipantData)?;
-        if self.index.contains_key(&participant.id) {
+        if self.slots.contains_key(&participant.id) {
             return Err(RejectReason::AlreadyRegistered);
         }
         if self.participants.len() >= PARTICIPANTS_MAX {
             return Err(RejectReason::TooManyParticipants);
         }
         if let Some(index) = participant.validator_index {
+            // The validator set (its BLS key shares) is fixed by the key
+            // ceremony: an index outside it names no validator.
+            if index >= self.params.validator_count {
+                return Err(RejectReason::InvalidParticipantData);
+            }
             if self.participants.iter().any(|p| p.participant.validator_index == Some(index)) {
                 return Err(RejectReason::ValidatorIndexTaken);
             }
         }
-        self.index.insert(participant.id.clone(), self.participants.len());
+        self.slots.insert(participant.id.clone(), self.participants.len());
         self.participants.push(ParticipantState {
             participant: participant.clone(),
             positions: vec![Decimal::ZERO; participant.settlement_currencies.len()],
@@ -447,7 +597,7 @@ impl LedgerState {
     }
 
     fn set_cap(&mut self, id: &ParticipantId, currency: Currency, cap: Decimal) -> Result<(), RejectReason> {
-        let i = *self.index.get(id).ok_or(RejectReason::UnknownParticipant)?;
+        let i = *self.slots.get(id).ok_or(RejectReason::UnknownParticipant)?;
         validate_cap(currency, cap, "cap").map_err(|_| RejectReason::InvalidParticipantData)?;
         let participant = &mut self.participants[i].participant;
         if !participant.settles_in(currency) {
@@ -458,7 +608,7 @@ impl LedgerState {
     }
 
     fn set_status(&mut self, id: &ParticipantId, status: ParticipantStatus) -> Result<(), RejectReason> {
-        let i = *self.index.get(id).ok_or(RejectReason::UnknownParticipant)?;
+        let i = *self.slots.get(id).ok_or(RejectReason::UnknownParticipant)?;
         self.participants[i].participant.status = status;
         Ok(())
     }
@@ -470,7 +620,7 @@ impl LedgerState {
         timestamp_ms: u64,
         signature_valid: bool,
     ) -> EntryResult {
-        let Some(&origin) = self.index.get(&batch.origin) else {
+        let Some(&origin) = self.slots.get(&batch.origin) else {
             return EntryResult::Rejected { reason: RejectReason::UnknownOrigin };
         };
         if !signature_valid {
@@ -482,11 +632,10 @@ impl LedgerState {
         if batch.transfers.is_empty() {
             return EntryResult::Rejected { reason: RejectReason::EmptyBatch };
         }
-        let created_at_ms_max = timestamp_ms.saturating_add(CREATED_AT_SKEW_MS_MAX);
         let outcomes = batch
             .transfers
             .iter()
-            .map(|transfer| match self.apply_transfer(origin, transfer, height, created_at_ms_max) {
+            .map(|transfer| match self.apply_transfer(origin, transfer, height, timestamp_ms) {
                 Ok(()) => TransferOutcome::Accepted,
                 Err(reason) => TransferOutcome::Rejected(reason),
             })
@@ -501,15 +650,15 @@ impl LedgerState {
         origin: usize,
         transfer: &Transfer,
         height: Height,
-        created_at_ms_max: u64,
+        timestamp_ms: u64,
     ) -> Result<(), RejectReason> {
         if transfer.origin != self.participants[origin].participant.id {
             return Err(RejectReason::OriginMismatch);
         }
-        if self.applied_transfers.contains_key(&transfer.uetr) {
+        if self.transfers.contains(&transfer.uetr) {
             return Err(RejectReason::DuplicateUetr);
         }
-        let destination = *self.index.get(&transfer.destination).ok_or(RejectReason::UnknownDestination)?;
+        let destination = *self.slots.get(&transfer.destination).ok_or(RejectReason::UnknownDestination)?;
         if destination == origin {
             return Err(RejectReason::SameOriginAndDestination);
         }
@@ -522,8 +671,14 @@ impl LedgerState {
             destination_state.currency_slot(currency).ok_or(RejectReason::DestinationCurrencyNotSettled)?;
         let origin_state = &self.participants[origin];
         let origin_slot = origin_state.currency_slot(currency).ok_or(RejectReason::OriginCurrencyNotSettled)?;
-        if transfer.created_at_ms > created_at_ms_max {
+        let replay = self.params.replay;
+        if transfer.created_at_ms > timestamp_ms.saturating_add(replay.future_skew_ms) {
             return Err(RejectReason::CreatedInFuture);
+        }
+        // The duplicate index forgets a UETR once a transfer carrying it
+        // could no longer pass this check (see `ReplayWindow`).
+        if transfer.created_at_ms < timestamp_ms.saturating_sub(replay.horizon_ms) {
+            return Err(RejectReason::CreatedTooLongAgo);
         }
         let amount = transfer.amount.amount();
         // Positions are bounded by caps on the debit side and by the total of
@@ -533,17 +688,15 @@ impl LedgerState {
         if origin_position < -origin_state.participant.net_debit_cap(currency) {
             return Err(RejectReason::NetDebitCapExceeded);
         }
-        self.applied_transfers.insert(
-            transfer.uetr,
-            AppliedTransfer {
-                height,
-                origin_slot: u32::try_from(origin).expect("slots are bounded by PARTICIPANTS_MAX"),
-                destination_slot: u32::try_from(destination).expect("slots are bounded by PARTICIPANTS_MAX"),
-                currency,
-                amount_minor_units: transfer.amount.minor_units(),
-                payout: PayoutState::Open,
-            },
-        );
+        let record = AppliedTransfer {
+            height,
+            origin_slot: u32::try_from(origin).expect("slots are bounded by PARTICIPANTS_MAX"),
+            destination_slot: u32::try_from(destination).expect("slots are bounded by PARTICIPANTS_MAX"),
+            currency,
+            amount_minor_units: transfer.amount.minor_units(),
+            payout: PayoutState::Open,
+        };
+        self.transfers.insert(transfer.uetr, record, timestamp_ms);
         self.transfers_accepted_total += 1;
         self.participants[origin].positions[origin_slot] = origin_position;
         let credit = &mut self.participants[destination].positions[destination_slot];
@@ -552,7 +705,7 @@ impl LedgerState {
     }
 
     fn apply_reports(&mut self, batch: &PayoutReportBatch, signature_valid: bool) -> EntryResult {
-        let Some(&reporter) = self.index.get(&batch.reporter) else {
+        let Some(&reporter) = self.slots.get(&batch.reporter) else {
             return EntryResult::Rejected { reason: RejectReason::UnknownReporter };
         };
         if !signature_valid {
@@ -578,15 +731,15 @@ impl LedgerState {
     /// first write. A return cannot be refused for the origin's cap: it only
     /// undoes an obligation that was accepted.
     fn apply_report(&mut self, reporter: usize, report: &PayoutReport) -> Result<(), RejectReason> {
-        let record = self.applied_transfers.get_mut(&report.uetr).ok_or(RejectReason::UnknownTransfer)?;
+        let record = self.transfers.get(&report.uetr).ok_or(RejectReason::UnknownTransfer)?;
         if record.destination_slot as usize != reporter {
             return Err(RejectReason::NotDestination);
         }
         if record.payout != PayoutState::Open {
             return Err(RejectReason::AlreadyReported);
         }
-        record.payout = report.outcome.state();
-        let record = *record;
+        let record =
+            self.transfers.close_payout(&report.uetr, report.outcome.state()).expect("the record was just looked up");
         self.payout_reports_total += 1;
         if let PayoutOutcome::Returned { .. } = report.outcome {
             self.reverse(&record);
@@ -624,57 +777,74 @@ impl LedgerState {
         }
     }
 
-    /// Hash of the registry and positions, in canonical order (participants by
-    /// id, positions by settlement currency), with the height, window and count
-    /// of accepted transfers.
+    /// Hash of everything that decides a future result: parameters, tip
+    /// height, window, counters and last timestamp, governance nonces, the
+    /// registry with caps, statuses and positions (participants by id,
+    /// positions by settlement currency), and the duplicate index's root.
     pub fn state_root(&self) -> Digest32 {
-        let mut w = Writer::with_capacity(256 * self.participants.len() + 64);
-        self.encode_body(&mut w);
+        let mut w = Writer::with_capacity(256 * self.participants.len() + 512);
+        self.encode_scalars(&mut w);
+        let mut sorted: Vec<&ParticipantState> = self.participants.iter().collect();
+        sorted.sort_by(|a, b| a.participant.id.cmp(&b.participant.id));
+        encode_participants(&mut w, &sorted);
+        w.digest(&self.transfers.root());
         hash_with_domain(STATE_ROOT_TAG, w.as_bytes())
     }
 
-    fn encode_body(&self, w: &mut Writer) {
-        self.encode_counters(w);
-        let mut sorted: Vec<&ParticipantState> = self.participants.iter().collect();
-        sorted.sort_by(|a, b| a.participant.id.cmp(&b.participant.id));
-        encode_participants(w, &sorted);
-    }
-
-    fn encode_counters(&self, w: &mut Writer) {
-        w.str(self.chain_id.as_str());
+    /// Everything but the participants and the index, in one canonical order.
+    fn encode_scalars(&self, w: &mut Writer) {
+        self.params.encode(w);
         w.option(self.tip.as_ref(), |w, (height, _)| w.u64(height.0));
         w.u64(self.window.0);
         w.u64(self.transfers_accepted_total);
+        w.u64(self.payout_reports_total);
+        w.u64(self.transfers_forgotten_total);
+        w.u64(self.last_timestamp_ms);
+        w.len(self.governance_nonces.len());
+        for nonce in &self.governance_nonces {
+            w.u64(*nonce);
+        }
     }
 
-    /// Snapshot of everything but the applied-transfer index (which the store
-    /// keeps per block and rebuilds on open). Unlike the state root, it lists
-    /// participants in registration order, so that slots survive a restore.
+    /// Snapshot of everything but the duplicate index (which the store keeps
+    /// by segment and Raft snapshots carry beside it). Unlike the state root,
+    /// it lists participants in registration order, so that slots survive a
+    /// restore.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(256 * self.participants.len() + 128);
+        let mut w = Writer::with_capacity(256 * self.participants.len() + 512);
         w.raw(STATE_SNAPSHOT_TAG);
-        self.encode_counters(&mut w);
-        w.u64(self.payout_reports_total);
+        self.encode_scalars(&mut w);
         encode_participants(&mut w, &self.participants.iter().collect::<Vec<_>>());
         w.digest(&self.tip_hash());
-        w.u64(self.last_timestamp_ms);
         w.into_bytes()
     }
 
-    /// Restores a snapshot; `applied` holds every accepted transfer's record
-    /// with its payout state. Records that name a slot not registered, or a
-    /// currency one of their parties does not settle in, are refused.
-    pub fn decode_snapshot(bytes: &[u8], applied: HashMap<Uetr, AppliedTransfer>) -> Result<Self, DecodeError> {
+    /// Restores a snapshot with the duplicate index's segments, recomputing
+    /// the index root. Records that name a slot not registered, or a
+    /// currency one of their parties does not settle in, are refused; the
+    /// caller compares [`LedgerState::state_root`] with the tip block's.
+    pub fn decode_snapshot(bytes: &[u8], segments: Vec<RestoredSegment>) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes, "state snapshot");
         r.tag(STATE_SNAPSHOT_TAG)?;
-        let chain_id = ChainId::new(r.str(CHAIN_ID_LEN_MAX)?).map_err(|e| r.error(e))?;
+        let params = LedgerParams::decode(&mut r)?;
         let height = r.option(|r| r.u64())?.map(Height);
         let window = WindowId(r.u64()?);
         let transfers_accepted_total = r.u64()?;
         let payout_reports_total = r.u64()?;
+        let transfers_forgotten_total = r.u64()?;
+        let last_timestamp_ms = r.u64()?;
+        let count = r.len(GOVERNANCE_NONCES_MAX)?;
+        let mut governance_nonces = BTreeSet::new();
+        for _ in 0..count {
+            let nonce = r.u64()?;
+            if governance_nonces.last().is_some_and(|last| *last >= nonce) {
+                return Err(r.error("governance nonces must be sorted and unique"));
+            }
+            governance_nonces.insert(nonce);
+        }
         let count = r.len(PARTICIPANTS_MAX)?;
         let mut participants = Vec::with_capacity(count);
-        let mut index = HashMap::with_capacity(count);
+        let mut slots = HashMap::with_capacity(count);
         for i in 0..count {
             let participant = Participant::decode(&mut r)?;
             let mut positions = Vec::with_capacity(participant.settlement_currencies.len());
@@ -683,23 +853,38 @@ impl LedgerState {
                     minor_units_to_decimal(r.i128()?, *currency).ok_or_else(|| r.error("position out of range"))?,
                 );
             }
-            index.insert(participant.id.clone(), i);
+            if slots.insert(participant.id.clone(), i).is_some() {
+                return Err(r.error(format!("participant {} listed twice", participant.id)));
+            }
             participants.push(ParticipantState { participant, positions });
         }
         let tip_hash = r.digest()?;
-        let last_timestamp_ms = r.u64()?;
         r.finish()?;
-        check_applied(&applied, &participants, height)?;
+        check_segments(&segments, &participants)?;
+        let transfers = TransferIndex::restore(segments, height, last_timestamp_ms, params.replay.retention_ms())?;
+        if transfers.len() as u64 != transfers_accepted_total.saturating_sub(transfers_forgotten_total) {
+            return Err(DecodeError::new(
+                "state snapshot",
+                format!(
+                    "the index holds {} transfers, the counters say {} accepted and {} forgotten",
+                    transfers.len(),
+                    transfers_accepted_total,
+                    transfers_forgotten_total
+                ),
+            ));
+        }
         Ok(Self {
-            chain_id,
+            params,
             tip: height.map(|h| (h, tip_hash)),
             last_timestamp_ms,
             window,
             participants,
-            index,
-            applied_transfers: applied,
+            slots,
+            transfers,
             transfers_accepted_total,
             payout_reports_total,
+            transfers_forgotten_total,
+            governance_nonces,
         })
     }
 }
@@ -717,18 +902,14 @@ fn encode_participants(w: &mut Writer, participants: &[&ParticipantState]) {
 
 /// Checks that every restored record could have been accepted by the
 /// restored registry, so that applying a report to it cannot fail an
-/// invariant: both slots registered and settling in its currency, a valid
-/// amount, and a height not above the tip.
-fn check_applied(
-    applied: &HashMap<Uetr, AppliedTransfer>,
-    participants: &[ParticipantState],
-    tip: Option<Height>,
-) -> Result<(), DecodeError> {
+/// invariant: both slots registered and settling in its currency, distinct
+/// parties and a valid amount.
+fn check_segments(segments: &[RestoredSegment], participants: &[ParticipantState]) -> Result<(), DecodeError> {
     let settles = |slot: u32, currency| {
         participants.get(slot as usize).is_some_and(|state| state.currency_slot(currency).is_some())
     };
-    for (uetr, record) in applied {
-        let bad = |reason: &str| Err(DecodeError::new("applied-transfer index", format!("uetr {uetr}: {reason}")));
+    for (uetr, record) in segments.iter().flat_map(|segment| &segment.records) {
+        let bad = |reason: &str| Err(DecodeError::new("duplicate index", format!("uetr {uetr}: {reason}")));
         if !settles(record.origin_slot, record.currency) || !settles(record.destination_slot, record.currency) {
             return bad("a party is not registered or does not settle in the currency");
         }
@@ -737,9 +918,6 @@ fn check_applied(
         }
         if Money::from_minor_units(record.amount_minor_units, record.currency, "amount").is_err() {
             return bad("the amount is not a valid amount");
-        }
-        if tip.is_none_or(|tip| record.height > tip) {
-            return bad("applied above the tip");
         }
     }
     Ok(())

@@ -12,8 +12,10 @@ pub mod certify;
 pub mod chain;
 pub mod codec;
 pub mod constants;
+pub mod governance;
 pub mod hash;
 pub mod ids;
+pub mod index;
 pub mod ledger;
 pub mod money;
 pub mod network;
@@ -25,9 +27,10 @@ pub mod transfer;
 
 pub use applied::{AppliedTransfer, AppliedTransferView};
 pub use block::{Block, BlockHeader, BlockProposal, Entry, EntryResult, RejectReason, TransferOutcome};
+pub use governance::{Approval, GovernanceAction, GovernanceConfig, GovernanceProposal, SignedProposal};
 pub use hash::Digest32;
 pub use ids::{ChainId, CountryCode, Height, ParticipantId, Uetr, WindowId};
-pub use ledger::{BlockError, LedgerState, SignatureCheck};
+pub use ledger::{BlockError, LedgerParams, LedgerState, ReplayWindow, SignatureCheck};
 pub use money::{Money, MoneyError};
 pub use participant::{OriginKey, Participant, ParticipantStatus};
 pub use payout::{

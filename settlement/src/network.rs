@@ -18,13 +18,18 @@ use threshold_crypto::{PublicKeySet, SecretKeySet, SecretKeyShare};
 
 use crate::block::{BlockProposal, Entry};
 use crate::certify::{faulty_max, quorum, ValidatorKey, ValidatorSet};
-use crate::constants::VALIDATORS_MAX;
+use crate::constants::{GOVERNANCE_KEYS_MAX, PARTICIPANTS_MAX, VALIDATORS_MAX};
+use crate::governance::GovernanceConfig;
 use crate::hash::Digest32;
 use crate::ids::{ChainId, CountryCode, Height, ParticipantId};
+use crate::ledger::{LedgerParams, ReplayWindow};
 use crate::participant::{OriginKey, Participant, ParticipantStatus};
 
-/// Version of the `network.json` format.
-pub const NETWORK_FORMAT_VERSION: u32 = 1;
+/// Version of the `network.json` format. Version 2 adds the governance keys
+/// and the replay window, and allows participants that are not validators.
+pub const NETWORK_FORMAT_VERSION: u32 = 2;
+/// Sub-directory of a keys directory holding the governance secret keys.
+pub const GOVERNANCE_DIR: &str = "governance";
 /// File name of the network definition inside a keys directory.
 pub const NETWORK_FILE: &str = "network.json";
 /// File name of the group public key (hex) inside a keys directory.
@@ -81,7 +86,7 @@ pub struct ValidatorsConfig {
     pub count: u32,
     /// f = (n - 1) / 3.
     pub faulty_max: u32,
-    /// 2f + 1: shares that certify a block.
+    /// ceil((n + f + 1) / 2): shares that certify a block (2f + 1 when n = 3f + 1).
     pub quorum: u32,
     /// The group public key, hex; all an auditor needs.
     pub group_public_key: String,
@@ -102,8 +107,35 @@ pub struct NetworkConfig {
     pub genesis_time_ms: u64,
     /// The validators.
     pub validators: ValidatorsConfig,
-    /// Participants registered at genesis.
+    /// The keys that approve administrative entries after genesis.
+    pub governance: GovernanceConfig,
+    /// Replay protection: the accepted range of a transfer's `created_at`.
+    #[serde(default)]
+    pub replay: ReplayWindow,
+    /// Participants registered at genesis: validators (with a
+    /// `validator_index`) and member gateways (without).
     pub participants: Vec<Participant>,
+}
+
+/// What a participant's node does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// Holds a key share: votes in Raft and signs certification shares.
+    Validator,
+    /// Follows the certified chain from the validators and runs the
+    /// remittance engine; no vote, no key share.
+    Gateway,
+}
+
+impl NodeRole {
+    /// `validator` or `gateway`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Validator => "validator",
+            NodeRole::Gateway => "gateway",
+        }
+    }
 }
 
 impl NetworkConfig {
@@ -125,10 +157,21 @@ impl NetworkConfig {
         serde_json::to_string_pretty(self).expect("network config always serializes")
     }
 
-    /// Checks consistency: versions, unique ids, validator indexes and keys.
+    /// Checks consistency: versions, unique ids, validator indexes and keys,
+    /// governance keys and threshold, replay window.
     pub fn validate(&self) -> Result<(), String> {
+        if self.version == 1 {
+            return Err("version: network format 1 predates governance keys; generate a new network with \
+                        `remit keygen` (or re-create the devnet)"
+                .into());
+        }
         if self.version != NETWORK_FORMAT_VERSION {
             return Err(format!("version: unsupported network format {}", self.version));
+        }
+        self.governance.validate()?;
+        self.replay.validate()?;
+        if self.participants.len() > PARTICIPANTS_MAX {
+            return Err(format!("participants: at most {PARTICIPANTS_MAX}"));
         }
         let set = self.validator_set()?;
         let v = &self.validators;
@@ -169,7 +212,37 @@ impl NetworkConfig {
                 return Err(format!("validators.members[{i}].public_key_share: does not match public_key_set"));
             }
         }
+        for (i, participant) in self.participants.iter().enumerate() {
+            if let Some(index) = participant.validator_index {
+                if index >= v.count || v.members[index as usize].participant != participant.id {
+                    return Err(format!(
+                        "participants[{i}].validator_index: {index} is not {}'s index in validators.members",
+                        participant.id
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The parameters of the ledger state machine.
+    pub fn ledger_params(&self) -> LedgerParams {
+        LedgerParams {
+            chain_id: self.chain_id.clone(),
+            validator_count: self.validators.count,
+            replay: self.replay,
+            governance: self.governance.clone(),
+        }
+    }
+
+    /// The role of a participant's node: validator when it holds a validator
+    /// index in this network, gateway otherwise (also for participants
+    /// registered after genesis by governance, which are not listed here).
+    pub fn role_of(&self, id: &ParticipantId) -> NodeRole {
+        match self.participant(id).and_then(|p| p.validator_index) {
+            Some(_) => NodeRole::Validator,
+            None => NodeRole::Gateway,
+        }
     }
 
     /// The validator set.
@@ -217,12 +290,60 @@ const DEVNET_PROFILES: [(&str, &str, &str, Currency); 10] = [
 /// Net debit cap given to every devnet participant in every settlement currency.
 pub const DEVNET_NET_DEBIT_CAP_MAJOR_UNITS: i64 = 1_000_000_000;
 
+/// Default number of governance keys `keygen` makes.
+pub const GOVERNANCE_KEYS_DEFAULT: usize = 3;
+/// Default number of governance approvals needed.
+pub const GOVERNANCE_THRESHOLD_DEFAULT: usize = 2;
+
+/// What `keygen` generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkShape {
+    /// Validators (participants holding a BLS key share).
+    pub validators: usize,
+    /// Member gateways that are not validators.
+    pub gateways: usize,
+    /// Governance keys (m).
+    pub governance_keys: usize,
+    /// Governance approvals needed (k).
+    pub governance_threshold: usize,
+}
+
+impl NetworkShape {
+    /// `validators` validators, no gateway, the default governance.
+    pub fn validators(validators: usize) -> Self {
+        Self {
+            validators,
+            gateways: 0,
+            governance_keys: GOVERNANCE_KEYS_DEFAULT,
+            governance_threshold: GOVERNANCE_THRESHOLD_DEFAULT,
+        }
+    }
+}
+
+/// One participant's secrets.
+pub struct ParticipantSecrets {
+    /// Whose.
+    pub id: ParticipantId,
+    /// Its BLS key share, when it is a validator.
+    pub validator_key: Option<ValidatorKey>,
+    /// Its ed25519 identity (origin signing) key.
+    pub identity: SigningKey,
+}
+
+impl std::fmt::Debug for ParticipantSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ParticipantSecrets({}, secrets redacted)", self.id)
+    }
+}
+
 /// Everything `keygen` produces: the public network and the secrets.
 pub struct GeneratedNetwork {
     /// The public definition.
     pub network: NetworkConfig,
-    /// Per participant: its validator key share and identity key.
-    pub secrets: Vec<(ParticipantId, ValidatorKey, SigningKey)>,
+    /// Per participant: its validator key share (validators only) and identity key.
+    pub secrets: Vec<ParticipantSecrets>,
+    /// The governance secret keys, in the order of `network.governance.keys`.
+    pub governance_keys: Vec<SigningKey>,
 }
 
 impl std::fmt::Debug for GeneratedNetwork {
@@ -231,49 +352,74 @@ impl std::fmt::Debug for GeneratedNetwork {
     }
 }
 
-/// Generates a network of `validators` validators, each run by one devnet
-/// participant, with fresh BLS key shares and ed25519 identity keys.
-pub fn generate_network(validators: usize, genesis_time_ms: u64) -> Result<GeneratedNetwork, String> {
+/// A devnet participant record: profile `i` (id, name, country, local
+/// currency plus USD and EUR), the devnet cap in each currency.
+pub fn devnet_participant(i: usize, origin_key: OriginKey, validator_index: Option<u32>) -> Participant {
+    let (id, name, country, local) = match DEVNET_PROFILES.get(i) {
+        Some((id, name, country, local)) => ((*id).to_owned(), (*name).to_owned(), *country, *local),
+        None => (format!("gw-{i}"), format!("Remit Gateway {i}"), "US", Currency::USD),
+    };
+    let mut currencies: Vec<Currency> = vec![local, Currency::USD, Currency::EUR];
+    currencies.sort();
+    currencies.dedup();
+    let cap = Decimal::from(DEVNET_NET_DEBIT_CAP_MAJOR_UNITS);
+    Participant {
+        id: ParticipantId::new(id).expect("profile ids are valid"),
+        name,
+        country: CountryCode::new(country).expect("profile countries are valid"),
+        net_debit_caps: currencies.iter().map(|c| (*c, cap)).collect::<BTreeMap<_, _>>(),
+        settlement_currencies: currencies,
+        origin_key,
+        validator_index,
+        status: ParticipantStatus::Active,
+    }
+}
+
+/// Generates a network: `validators` devnet participants running validators
+/// (fresh BLS key shares), then `gateways` member gateways, each with an
+/// ed25519 identity key, and `governance_keys` governance keys of which
+/// `governance_threshold` must approve an administrative entry.
+pub fn generate_network(shape: NetworkShape, genesis_time_ms: u64) -> Result<GeneratedNetwork, String> {
+    let NetworkShape { validators, gateways, governance_keys, governance_threshold } = shape;
     if validators == 0 || validators > VALIDATORS_MAX {
         return Err(format!("--validators must be 1 to {VALIDATORS_MAX}, got {validators}"));
+    }
+    if validators + gateways > PARTICIPANTS_MAX {
+        return Err(format!("--validators plus --gateways must be at most {PARTICIPANTS_MAX}"));
+    }
+    if governance_keys == 0 || governance_keys > GOVERNANCE_KEYS_MAX {
+        return Err(format!("--governance must be 1 to {GOVERNANCE_KEYS_MAX}, got {governance_keys}"));
+    }
+    if governance_threshold == 0 || governance_threshold > governance_keys {
+        return Err(format!(
+            "--governance-threshold must be 1 to {governance_keys} (the number of governance keys), got {governance_threshold}"
+        ));
     }
     let mut rng07 = rand07::rngs::OsRng;
     let secret_set = SecretKeySet::random(quorum(validators) - 1, &mut rng07);
     let public_set = secret_set.public_keys();
     let chain_id =
         ChainId::new(format!("remit-{}", hex::encode(rand::random::<[u8; 6]>()))).expect("generated chain id is valid");
-    let mut participants = Vec::with_capacity(validators);
+    let mut participants = Vec::with_capacity(validators + gateways);
     let mut members = Vec::with_capacity(validators);
-    let mut secrets = Vec::with_capacity(validators);
-    for i in 0..validators {
-        let (id, name, country, local) = match DEVNET_PROFILES.get(i) {
-            Some((id, name, country, local)) => ((*id).to_owned(), (*name).to_owned(), *country, *local),
-            None => (format!("gw-{i}"), format!("Remit Gateway {i}"), "US", Currency::USD),
-        };
-        let id = ParticipantId::new(id).expect("profile ids are valid");
+    let mut secrets = Vec::with_capacity(validators + gateways);
+    for i in 0..validators + gateways {
         let identity = SigningKey::generate(&mut rand::rngs::OsRng);
-        let mut currencies: Vec<Currency> = vec![local, Currency::USD, Currency::EUR];
-        currencies.sort();
-        currencies.dedup();
-        let cap = Decimal::from(DEVNET_NET_DEBIT_CAP_MAJOR_UNITS);
-        let index = u32::try_from(i).expect("bounded by VALIDATORS_MAX");
-        participants.push(Participant {
-            id: id.clone(),
-            name,
-            country: CountryCode::new(country).expect("profile countries are valid"),
-            net_debit_caps: currencies.iter().map(|c| (*c, cap)).collect::<BTreeMap<_, _>>(),
-            settlement_currencies: currencies,
-            origin_key: OriginKey::new(identity.verifying_key()),
-            validator_index: Some(index),
-            status: ParticipantStatus::Active,
+        let validator_index = (i < validators).then(|| index_u32(i));
+        let participant = devnet_participant(i, OriginKey::new(identity.verifying_key()), validator_index);
+        let validator_key = validator_index.map(|index| {
+            members.push(ValidatorMember {
+                index,
+                participant: participant.id.clone(),
+                public_key_share: hex::encode(public_set.public_key_share(i).to_bytes()),
+            });
+            ValidatorKey::new(index, secret_set.secret_key_share(i))
         });
-        members.push(ValidatorMember {
-            index,
-            participant: id.clone(),
-            public_key_share: hex::encode(public_set.public_key_share(i).to_bytes()),
-        });
-        secrets.push((id, ValidatorKey::new(index, secret_set.secret_key_share(i)), identity));
+        secrets.push(ParticipantSecrets { id: participant.id.clone(), validator_key, identity });
+        participants.push(participant);
     }
+    let governance_secrets: Vec<SigningKey> =
+        (0..governance_keys).map(|_| SigningKey::generate(&mut rand::rngs::OsRng)).collect();
     let network = NetworkConfig {
         version: NETWORK_FORMAT_VERSION,
         chain_id,
@@ -286,14 +432,24 @@ pub fn generate_network(validators: usize, genesis_time_ms: u64) -> Result<Gener
             public_key_set: public_set,
             members,
         },
+        governance: GovernanceConfig {
+            threshold: u32::try_from(governance_threshold).expect("bounded by GOVERNANCE_KEYS_MAX"),
+            keys: governance_secrets.iter().map(|k| OriginKey::new(k.verifying_key())).collect(),
+        },
+        replay: ReplayWindow::default(),
         participants,
     };
     network.validate()?;
-    Ok(GeneratedNetwork { network, secrets })
+    Ok(GeneratedNetwork { network, secrets, governance_keys: governance_secrets })
 }
 
 fn index_u32(value: usize) -> u32 {
-    u32::try_from(value).expect("bounded by VALIDATORS_MAX")
+    u32::try_from(value).expect("bounded by PARTICIPANTS_MAX")
+}
+
+/// The file of governance key `i` inside a keys directory.
+pub fn governance_key_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(GOVERNANCE_DIR).join(format!("key-{i}.hex"))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -302,21 +458,31 @@ struct KeyShareFile {
     secret_key_share: SerdeSecret<SecretKeyShare>,
 }
 
-/// Writes a generated network to `dir`: `network.json`, the group key, and
-/// per participant `<id>/validator_key_share.json` and
-/// `<id>/identity_ed25519.hex` with mode 0600.
+/// Writes a generated network to `dir`: `network.json`, the group key, per
+/// participant `<id>/identity_ed25519.hex` (and `<id>/validator_key_share.json`
+/// for validators), and `governance/key-<i>.hex`, every secret with mode 0600.
 pub fn write_network(generated: &GeneratedNetwork, dir: &Path) -> Result<(), NetworkError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
-    for (id, validator_key, identity) in &generated.secrets {
-        let participant_dir = dir.join(id.as_str());
+    for secrets in &generated.secrets {
+        let participant_dir = dir.join(secrets.id.as_str());
         fs::create_dir_all(&participant_dir).map_err(io_error(&participant_dir))?;
-        let share = KeyShareFile {
-            index: validator_key.index(),
-            secret_key_share: SerdeSecret(validator_key.secret_share().clone()),
-        };
-        let json = serde_json::to_vec_pretty(&share).expect("key share serializes");
-        write_secret_file(&participant_dir.join(KEY_SHARE_FILE), &json)?;
-        write_secret_file(&participant_dir.join(IDENTITY_KEY_FILE), hex::encode(identity.to_bytes()).as_bytes())?;
+        if let Some(validator_key) = &secrets.validator_key {
+            let share = KeyShareFile {
+                index: validator_key.index(),
+                secret_key_share: SerdeSecret(validator_key.secret_share().clone()),
+            };
+            let json = serde_json::to_vec_pretty(&share).expect("key share serializes");
+            write_secret_file(&participant_dir.join(KEY_SHARE_FILE), &json)?;
+        }
+        write_secret_file(
+            &participant_dir.join(IDENTITY_KEY_FILE),
+            hex::encode(secrets.identity.to_bytes()).as_bytes(),
+        )?;
+    }
+    let governance_dir = dir.join(GOVERNANCE_DIR);
+    fs::create_dir_all(&governance_dir).map_err(io_error(&governance_dir))?;
+    for (i, key) in generated.governance_keys.iter().enumerate() {
+        write_secret_file(&governance_key_path(dir, i), hex::encode(key.to_bytes()).as_bytes())?;
     }
     let group_key = dir.join(GROUP_KEY_FILE);
     fs::write(&group_key, format!("{}\n", generated.network.validators.group_public_key))
@@ -393,6 +559,9 @@ pub struct Keyring {
     pub validator_keys: Vec<ValidatorKey>,
     /// Every participant's identity (origin signing) key.
     pub identities: BTreeMap<ParticipantId, SigningKey>,
+    /// The governance secret keys found (`governance/key-<i>.hex`), in the
+    /// order of `network.governance.keys`.
+    pub governance_keys: Vec<SigningKey>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -431,7 +600,18 @@ impl Keyring {
             }
         }
         validator_keys.sort_by_key(ValidatorKey::index);
-        Ok(Self { network, validators, validator_keys, identities })
+        let mut governance_keys = Vec::new();
+        for (i, public) in network.governance.keys.iter().enumerate() {
+            let path = governance_key_path(dir, i);
+            if path.exists() {
+                let key = load_identity_key(&path)?;
+                if key.verifying_key() != *public.verifying_key() {
+                    return Err(invalid(&path, format!("does not match governance.keys[{i}]")));
+                }
+                governance_keys.push(key);
+            }
+        }
+        Ok(Self { network, validators, validator_keys, identities, governance_keys })
     }
 
     /// Every validator signs a share of the block's certification message

@@ -35,6 +35,14 @@ impl ParticipantStatus {
         }
     }
 
+    /// `active` or `suspended`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParticipantStatus::Active => "active",
+            ParticipantStatus::Suspended => "suspended",
+        }
+    }
+
     pub(crate) fn from_code(code: u8) -> Option<Self> {
         match code {
             1 => Some(ParticipantStatus::Active),
@@ -190,7 +198,8 @@ impl Participant {
         self.net_debit_caps.get(&currency).copied().unwrap_or(Decimal::ZERO)
     }
 
-    /// Canonical encoding.
+    /// Canonical encoding. Never fails: an invalid record still encodes
+    /// (and fails to decode), so hashing or signing one cannot stop a node.
     pub fn encode(&self, w: &mut Writer) {
         w.str(self.id.as_str());
         w.str(&self.name);
@@ -204,7 +213,10 @@ impl Participant {
         w.len(self.net_debit_caps.len());
         for (currency, cap) in &self.net_debit_caps {
             w.currency(*currency);
-            w.i128(decimal_to_minor_units(*cap, *currency).expect("caps are validated exact to minor units"));
+            // A cap that is not exact to minor units (an invalid record a
+            // client proposed) is written as -1: decoding refuses it, and the
+            // state machine refuses the record before it reaches a block.
+            w.i128(decimal_to_minor_units(*cap, *currency).unwrap_or(-1));
         }
         w.u8(self.status.code());
     }

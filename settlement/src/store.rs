@@ -1,38 +1,31 @@
 //! Durable ledger storage behind the [`LedgerStore`] trait, with a sled
-//! implementation. A block, its accepted transfers, the payout states it
-//! changed, the state snapshot after it and the applied height are written in
-//! one batch and flushed before the call returns: nothing is reported applied
-//! before it is durable.
+//! implementation. A block, the duplicate-index segments it added, changed
+//! or forgot, the state snapshot after it and the applied height are written
+//! in one batch and flushed before the call returns: nothing is reported
+//! applied before it is durable.
 //!
 //! Key layout (one sled tree; see `docs/database.md`):
-//! `meta/network`, `block/<height u64 BE>`, `cert/<height>`, `uetr/<height>`,
-//! `payout/<height>`, `state/snapshot`, `state/height`.
+//! `meta/network`, `block/<height u64 BE>`, `cert/<height>`, `seg/<height>`,
+//! `segpay/<height>`, `state/snapshot`, `state/height`, `state/history_gap`,
+//! `meta/x/<key>`.
 
-use std::collections::hash_map::Entry as MapEntry;
-use std::collections::HashMap;
 use std::path::Path;
 
-use crate::applied::{
-    decode_block_payouts, decode_block_transfers, decode_index, encode_block_payouts, encode_block_transfers,
-    encode_index, AppliedTransfer,
-};
-use crate::block::{Block, TransferOutcome};
-use crate::block::{Entry, EntryResult};
+use crate::block::Block;
 use crate::certify::Certificate;
 use crate::codec::DecodeError;
-use crate::ids::{Height, Uetr};
+use crate::ids::Height;
+use crate::index::{decode_segment_payouts, decode_segment_value, RestoredSegment};
 use crate::ledger::LedgerState;
-use crate::payout::PayoutState;
 
 const KEY_NETWORK: &[u8] = b"meta/network";
 const KEY_SNAPSHOT: &[u8] = b"state/snapshot";
 const KEY_HEIGHT: &[u8] = b"state/height";
 const PREFIX_BLOCK: &[u8] = b"block/";
 const PREFIX_CERT: &[u8] = b"cert/";
-const PREFIX_UETR: &[u8] = b"uetr/";
-const PREFIX_PAYOUT: &[u8] = b"payout/";
+const PREFIX_SEGMENT: &[u8] = b"seg/";
+const PREFIX_SEGMENT_PAYOUTS: &[u8] = b"segpay/";
 const PREFIX_META: &[u8] = b"meta/x/";
-const KEY_UETR_SNAPSHOT: &[u8] = b"state/uetr_snapshot";
 const KEY_GAP: &[u8] = b"state/history_gap";
 
 /// A storage fault. The ledger stops on these rather than carry on.
@@ -49,7 +42,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Durable storage of blocks, certificates, the applied-UETR index and state.
+/// Durable storage of blocks, certificates, the duplicate index and state.
 pub trait LedgerStore: Send + Sync {
     /// The `network.json` text the store was created for.
     fn network_json(&self) -> Result<Option<String>, StoreError>;
@@ -93,15 +86,8 @@ pub trait LedgerStore: Send + Sync {
     /// a snapshot install, if any.
     fn history_gap(&self) -> Result<Option<(Height, Height)>, StoreError>;
     /// Durably stores a block inside the history gap; it must be the gap's
-    /// highest height and link to the stored block above it. `state` is the
-    /// current state, whose index (from the snapshot) holds the records of the
-    /// block's accepted transfers.
-    fn backfill_block(
-        &self,
-        block: &Block,
-        state: &LedgerState,
-        certificate: Option<&Certificate>,
-    ) -> Result<(), StoreError>;
+    /// highest height and link to the stored block above it.
+    fn backfill_block(&self, block: &Block, certificate: Option<&Certificate>) -> Result<(), StoreError>;
     /// Durably stores the certificate of a stored block.
     fn put_certificate(&self, height: Height, certificate: &Certificate) -> Result<(), StoreError>;
     /// The highest applied height.
@@ -110,7 +96,7 @@ pub trait LedgerStore: Send + Sync {
     fn block_bytes(&self, height: Height) -> Result<Option<Vec<u8>>, StoreError>;
     /// A block's certificate.
     fn certificate(&self, height: Height) -> Result<Option<Certificate>, StoreError>;
-    /// The state after the applied height, with the applied-UETR index.
+    /// The state after the applied height, with the duplicate index.
     fn load_state(&self) -> Result<Option<LedgerState>, StoreError>;
 
     /// A decoded block.
@@ -170,49 +156,38 @@ fn gap_value(start: u64, end: u64) -> Vec<u8> {
     gap
 }
 
-/// Adds the block's index values to `batch`: `uetr/<height>` with the record
-/// of every transfer it accepted (taken from `state`, and checked against the
-/// block), and `payout/<height>` with the payout states its accepted reports
-/// set, when there are any.
-fn insert_block_index(batch: &mut sled::Batch, block: &Block, state: &LedgerState) -> Result<(), StoreError> {
-    let height = block.height();
-    let mut records: Vec<(&Uetr, &AppliedTransfer)> = Vec::with_capacity(block.header.accepted_count as usize);
-    let mut payouts: Vec<(Uetr, PayoutState)> = Vec::new();
-    for (entry, result) in block.entries.iter().zip(&block.results) {
-        let EntryResult::Batch { outcomes } = result else { continue };
-        match entry {
-            Entry::TransferBatch { batch } => {
-                for (transfer, _) in
-                    batch.transfers.iter().zip(outcomes).filter(|(_, o)| **o == TransferOutcome::Accepted)
-                {
-                    let record = state.applied_record_of(transfer, height).ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "uetr {} accepted at height {height} is not indexed as the block says",
-                            transfer.uetr
-                        ))
-                    })?;
-                    records.push((&transfer.uetr, record));
-                }
-            }
-            Entry::PayoutReports { batch } => {
-                for (report, _) in batch.reports.iter().zip(outcomes).filter(|(_, o)| **o == TransferOutcome::Accepted)
-                {
-                    payouts.push((report.uetr, report.outcome.state()));
-                }
-            }
-            _ => {}
-        }
-    }
-    if records.len() != block.header.accepted_count as usize {
+/// Adds what the block changed in the duplicate index to `batch`: the
+/// segment it created (`seg/<height>`, plus `segpay/<height>` when a report
+/// in the same block closed one of its payouts), the payout states it changed
+/// in older segments, and the segments it forgot (removed). Checks the new
+/// segment against the block's accepted count.
+fn insert_index_changes(batch: &mut sled::Batch, block: &Block, state: &LedgerState) -> Result<(), StoreError> {
+    let index = state.index();
+    let changes = index.changes();
+    let added = changes.added.map(|height| index.segment(height).map(|s| s.records.len()).unwrap_or_default());
+    if added.unwrap_or_default() != block.header.accepted_count as usize
+        || changes.added.is_some_and(|height| height != block.height())
+    {
         return Err(StoreError::Corrupt(format!(
-            "block {height} accepts {} transfers but its header says {}",
-            records.len(),
-            block.header.accepted_count
+            "block {} accepts {} transfers but the index added {added:?} at {:?}",
+            block.height(),
+            block.header.accepted_count,
+            changes.added
         )));
     }
-    batch.insert(height_key(PREFIX_UETR, height), encode_block_transfers(records.into_iter()));
-    if !payouts.is_empty() {
-        batch.insert(height_key(PREFIX_PAYOUT, height), encode_block_payouts(&payouts));
+    for height in changes.added.iter().chain(&changes.payouts) {
+        if Some(*height) == changes.added {
+            let value = index.encode_segment_value(*height).expect("the added segment is remembered");
+            batch.insert(height_key(PREFIX_SEGMENT, *height), value);
+        }
+        match index.encode_segment_payouts(*height) {
+            Some(value) => batch.insert(height_key(PREFIX_SEGMENT_PAYOUTS, *height), value),
+            None => batch.remove(height_key(PREFIX_SEGMENT_PAYOUTS, *height)),
+        }
+    }
+    for height in &changes.dropped {
+        batch.remove(height_key(PREFIX_SEGMENT, *height));
+        batch.remove(height_key(PREFIX_SEGMENT_PAYOUTS, *height));
     }
     Ok(())
 }
@@ -242,49 +217,38 @@ impl SledLedgerStore {
         Ok(Height(u64::from_be_bytes(array)))
     }
 
-    /// Rebuilds the applied-transfer index: the snapshot index left by a
-    /// Raft snapshot install (if any), then every block's accepted transfers
-    /// (`uetr/`), then every block's payout changes (`payout/`), each in
-    /// height order.
-    fn applied_index(&self) -> Result<HashMap<Uetr, AppliedTransfer>, StoreError> {
-        // After a snapshot install the index below the snapshot comes from
-        // the snapshot; backfilled blocks then repeat some of it, at the same
-        // heights and with the same payout states, which is consistent.
-        let (mut applied, from_snapshot) = match self.db.get(KEY_UETR_SNAPSHOT)? {
-            Some(bytes) => (decode_index(&bytes)?, true),
-            None => (HashMap::new(), false),
-        };
-        for item in self.db.scan_prefix(PREFIX_UETR) {
+    /// Reads the duplicate index's segments (`seg/`), each with its payout
+    /// states (`segpay/`), in height order.
+    fn index_segments(&self) -> Result<Vec<RestoredSegment>, StoreError> {
+        let mut segments = Vec::new();
+        for item in self.db.scan_prefix(PREFIX_SEGMENT) {
             let (key, value) = item?;
-            let height = Self::height_value(&key[PREFIX_UETR.len()..])?;
-            for (uetr, record) in decode_block_transfers(&value, height)? {
-                match applied.entry(uetr) {
-                    MapEntry::Vacant(vacant) => {
-                        vacant.insert(record);
-                    }
-                    MapEntry::Occupied(known) if from_snapshot && known.get().same_transfer(&record) => {}
-                    MapEntry::Occupied(_) => return Err(StoreError::Corrupt(format!("uetr {uetr} indexed twice"))),
-                }
+            let height = Self::height_value(&key[PREFIX_SEGMENT.len()..])?;
+            segments.push(decode_segment_value(&value, height)?);
+        }
+        let mut next = 0;
+        for item in self.db.scan_prefix(PREFIX_SEGMENT_PAYOUTS) {
+            let (key, value) = item?;
+            let height = Self::height_value(&key[PREFIX_SEGMENT_PAYOUTS.len()..])?;
+            while segments.get(next).is_some_and(|s| s.height < height) {
+                next += 1;
+            }
+            let segment = segments.get_mut(next).filter(|s| s.height == height).ok_or_else(|| {
+                StoreError::Corrupt(format!("payout states for segment {height}, which is not stored"))
+            })?;
+            decode_segment_payouts(&value, segment)?;
+        }
+        Ok(segments)
+    }
+
+    /// Adds the removal of every stored index segment to `batch`.
+    fn remove_index(&self, batch: &mut sled::Batch) -> Result<(), StoreError> {
+        for prefix in [PREFIX_SEGMENT, PREFIX_SEGMENT_PAYOUTS] {
+            for key in self.db.scan_prefix(prefix).keys() {
+                batch.remove(key?);
             }
         }
-        for item in self.db.scan_prefix(PREFIX_PAYOUT) {
-            let (key, value) = item?;
-            let height = Self::height_value(&key[PREFIX_PAYOUT.len()..])?;
-            for (uetr, state) in decode_block_payouts(&value)? {
-                let corrupt =
-                    |reason: &str| StoreError::Corrupt(format!("payout of uetr {uetr} at height {height}: {reason}"));
-                let record = applied.get_mut(&uetr).ok_or_else(|| corrupt("the transfer is not indexed"))?;
-                if record.height > height {
-                    return Err(corrupt("reported below the transfer's height"));
-                }
-                match record.payout {
-                    PayoutState::Open => record.payout = state,
-                    known if from_snapshot && known == state => {}
-                    _ => return Err(corrupt("reported twice")),
-                }
-            }
-        }
-        Ok(applied)
+        Ok(())
     }
 }
 
@@ -319,7 +283,7 @@ impl LedgerStore for SledLedgerStore {
         assert_eq!(state.tip().map(|(h, _)| h), Some(height), "the state passed must be the one after the block");
         let mut batch = sled::Batch::default();
         insert_block(&mut batch, block, certificate);
-        insert_block_index(&mut batch, block, state)?;
+        insert_index_changes(&mut batch, block, state)?;
         insert_state(&mut batch, state, height);
         insert_meta(&mut batch, meta);
         self.commit(batch)
@@ -346,7 +310,15 @@ impl LedgerStore for SledLedgerStore {
         let previous = self.applied_height()?;
         let mut batch = sled::Batch::default();
         insert_block(&mut batch, tip, certificate);
-        batch.insert(KEY_UETR_SNAPSHOT, encode_index(state.applied_transfers()));
+        self.remove_index(&mut batch)?;
+        let index = state.index();
+        for segment in index.segments() {
+            let value = index.encode_segment_value(segment.height).expect("listed segments are remembered");
+            batch.insert(height_key(PREFIX_SEGMENT, segment.height), value);
+            if let Some(value) = index.encode_segment_payouts(segment.height) {
+                batch.insert(height_key(PREFIX_SEGMENT_PAYOUTS, segment.height), value);
+            }
+        }
         insert_state(&mut batch, state, height);
         // A gap left by an earlier install and not yet backfilled extends the
         // new one: backfill rewrites any block it already holds identically.
@@ -371,12 +343,7 @@ impl LedgerStore for SledLedgerStore {
         }
     }
 
-    fn backfill_block(
-        &self,
-        block: &Block,
-        state: &LedgerState,
-        certificate: Option<&Certificate>,
-    ) -> Result<(), StoreError> {
+    fn backfill_block(&self, block: &Block, certificate: Option<&Certificate>) -> Result<(), StoreError> {
         let Some((start, end)) = self.history_gap()? else {
             return Err(StoreError::Corrupt("backfill without a history gap".into()));
         };
@@ -391,7 +358,6 @@ impl LedgerStore for SledLedgerStore {
         }
         let mut batch = sled::Batch::default();
         insert_block(&mut batch, block, certificate);
-        insert_block_index(&mut batch, block, state)?;
         if height == start {
             batch.remove(KEY_GAP);
         } else {
@@ -430,7 +396,7 @@ impl LedgerStore for SledLedgerStore {
         let Some(snapshot) = self.db.get(KEY_SNAPSHOT)? else {
             return Ok(None);
         };
-        let state = LedgerState::decode_snapshot(&snapshot, self.applied_index()?)?;
+        let state = LedgerState::decode_snapshot(&snapshot, self.index_segments()?)?;
         Ok(Some(state))
     }
 }

@@ -7,11 +7,11 @@ mod common;
 use common::*;
 use iso_currency::Currency;
 use remit_settlement::block::TransferOutcome;
-use remit_settlement::constants::{BLOCK_ENTRIES_MAX, CREATED_AT_SKEW_MS_MAX};
+use remit_settlement::constants::{BLOCK_ENTRIES_MAX, CREATED_AT_HORIZON_MS_DEFAULT, CREATED_AT_SKEW_MS_DEFAULT};
 use remit_settlement::hash::Digest32;
 use remit_settlement::{
-    BlockError, BlockProposal, Entry, EntryResult, Height, LedgerState, Money, MoneyError, Participant,
-    ParticipantStatus, RejectReason, SignatureCheck, TransferBatch,
+    BlockError, BlockProposal, Entry, EntryResult, GovernanceAction, GovernanceProposal, Height, LedgerState, Money,
+    MoneyError, Participant, ParticipantStatus, RejectReason, SignatureCheck, TransferBatch,
 };
 use rust_decimal::Decimal;
 
@@ -191,8 +191,12 @@ fn outcomes(reasons: &[RejectReason]) -> EntryResult {
     EntryResult::Batch { outcomes: reasons.iter().map(|r| TransferOutcome::Rejected(*r)).collect() }
 }
 
+fn suspend_action(id: &str) -> GovernanceAction {
+    GovernanceAction::SetParticipantStatus { participant: pid(id), status: ParticipantStatus::Suspended }
+}
+
 fn suspend(id: &str) -> Entry {
-    Entry::SetParticipantStatus { participant: pid(id), status: ParticipantStatus::Suspended }
+    admin(Entry::SetParticipantStatus { participant: pid(id), status: ParticipantStatus::Suspended })
 }
 
 /// Three transfers that are valid on their own.
@@ -228,7 +232,7 @@ fn unknown_participants_are_rejected() {
         setup: vec![],
         baseline: vec![],
         entries: vec![
-            Entry::SetNetDebitCap { participant: pid(UNKNOWN_ID), currency: Currency::USD, cap: Decimal::ONE },
+            admin(Entry::SetNetDebitCap { participant: pid(UNKNOWN_ID), currency: Currency::USD, cap: Decimal::ONE }),
             suspend(UNKNOWN_ID),
         ],
         expected: vec![rejected(UnknownParticipant), rejected(UnknownParticipant)],
@@ -296,11 +300,12 @@ fn suspended_participants_are_rejected() {
         expected: vec![outcomes(&[DestinationSuspended])],
         codes: vec![Some("AG01")],
     });
+    let suspension = suspend("gw-jp");
     check_rejected(Case {
         name: "suspended in the same block, before the batch",
         setup: vec![],
-        baseline: vec![suspend("gw-jp")],
-        entries: vec![suspend("gw-jp"), batch("gw-us", vec![transfer(uetr(1), "gw-us", "gw-jp", usd(100))])],
+        baseline: vec![suspension.clone()],
+        entries: vec![suspension, batch("gw-us", vec![transfer(uetr(1), "gw-us", "gw-jp", usd(100))])],
         expected: vec![EntryResult::Applied, outcomes(&[DestinationSuspended])],
         codes: vec![Some("APPLIED"), Some("AG01")],
     });
@@ -311,7 +316,8 @@ fn suspended_participants_are_rejected() {
 fn reactivated_participants_transact_again() {
     let (mut state, _) = genesis_state();
     apply(&mut state, vec![suspend("gw-us")]);
-    let reactivate = Entry::SetParticipantStatus { participant: pid("gw-us"), status: ParticipantStatus::Active };
+    let reactivate =
+        admin(Entry::SetParticipantStatus { participant: pid("gw-us"), status: ParticipantStatus::Active });
     let block = apply(&mut state, vec![reactivate, batch("gw-us", three_valid())]);
     assert_eq!(block.results[1], EntryResult::Batch { outcomes: vec![TransferOutcome::Accepted; 3] });
 }
@@ -321,7 +327,7 @@ fn other_rejected_transfers_and_entries() {
     use RejectReason::*;
     let mut future = transfer(uetr(1), "gw-us", "gw-jp", usd(100));
     // The block under test is the second after genesis.
-    future.created_at_ms = GENESIS_TIME_MS + 2_000 + CREATED_AT_SKEW_MS_MAX + 1;
+    future.created_at_ms = GENESIS_TIME_MS + 2_000 + CREATED_AT_SKEW_MS_DEFAULT + 1;
     let cases = [
         (
             "currencies one side does not settle in",
@@ -363,50 +369,137 @@ fn other_rejected_transfers_and_entries() {
         (
             "bad caps",
             vec![
-                Entry::SetNetDebitCap {
+                admin(Entry::SetNetDebitCap {
                     participant: pid("gw-us"),
                     currency: Currency::USD,
                     cap: Decimal::new(1001, 3),
-                },
-                Entry::SetNetDebitCap { participant: pid("gw-us"), currency: Currency::USD, cap: Decimal::new(-1, 0) },
-                Entry::SetNetDebitCap { participant: pid("gw-us"), currency: Currency::JPY, cap: Decimal::ONE },
+                }),
+                admin(Entry::SetNetDebitCap {
+                    participant: pid("gw-us"),
+                    currency: Currency::USD,
+                    cap: Decimal::new(-1, 0),
+                }),
+                admin(Entry::SetNetDebitCap { participant: pid("gw-us"), currency: Currency::JPY, cap: Decimal::ONE }),
             ],
             vec![rejected(InvalidParticipantData), rejected(InvalidParticipantData), rejected(CapCurrencyNotSettled)],
             vec![Some("FF01"), Some("FF01"), Some("AM03")],
         ),
         (
             "registrations clashing with the registry",
-            vec![Entry::RegisterParticipant { participant: participant(&SPECS[0]) }, {
-                let mut clash = participant(&SPECS[0]);
-                clash.id = pid("gw-new");
-                Entry::RegisterParticipant { participant: clash }
-            }],
-            vec![rejected(AlreadyRegistered), rejected(ValidatorIndexTaken)],
-            vec![None, None],
+            vec![
+                admin(Entry::RegisterParticipant { participant: participant(&SPECS[0]) }),
+                {
+                    let mut clash = participant(&SPECS[0]);
+                    clash.id = pid("gw-new");
+                    admin(Entry::RegisterParticipant { participant: clash })
+                },
+                {
+                    // The validator set is fixed by the key ceremony: index 4 of 4 names no validator.
+                    let mut outside = participant(&SPECS[5]);
+                    outside.id = pid("gw-new");
+                    outside.validator_index = Some(4);
+                    admin(Entry::RegisterParticipant { participant: outside })
+                },
+            ],
+            vec![rejected(AlreadyRegistered), rejected(ValidatorIndexTaken), rejected(InvalidParticipantData)],
+            vec![None, None, Some("FF01")],
+        ),
+        (
+            "administration without governance approval",
+            vec![
+                Entry::SetParticipantStatus { participant: pid("gw-ph"), status: ParticipantStatus::Suspended },
+                Entry::SetNetDebitCap { participant: pid("gw-us"), currency: Currency::USD, cap: Decimal::ZERO },
+                {
+                    let mut newcomer = participant(&SPECS[5]);
+                    newcomer.id = pid("gw-new");
+                    Entry::RegisterParticipant { participant: newcomer }
+                },
+                // One key where two are needed.
+                governance_entry(suspend_action("gw-ph"), 9_001, &[2]),
+                // The same key twice counts once.
+                governance_entry(suspend_action("gw-ph"), 9_002, &[1, 1]),
+                // Participants' keys are not governance keys.
+                Entry::Governance {
+                    proposal: GovernanceProposal { action: suspend_action("gw-ph"), nonce: 9_003 },
+                    approvals: vec![
+                        GovernanceProposal { action: suspend_action("gw-ph"), nonce: 9_003 }
+                            .approve(&chain_id(), &signing_key(1)),
+                        GovernanceProposal { action: suspend_action("gw-ph"), nonce: 9_003 }
+                            .approve(&chain_id(), &signing_key(2)),
+                    ],
+                },
+                // Approvals of another action do not carry over.
+                {
+                    let approved = governance_entry(suspend_action("gw-us"), 9_004, &[0, 1]);
+                    let Entry::Governance { approvals, .. } = approved else { unreachable!("a governance entry") };
+                    Entry::Governance {
+                        proposal: GovernanceProposal { action: suspend_action("gw-ph"), nonce: 9_004 },
+                        approvals,
+                    }
+                },
+            ],
+            vec![
+                rejected(GovernanceRequired),
+                rejected(GovernanceRequired),
+                rejected(GovernanceRequired),
+                rejected(GovernanceApprovalsInsufficient),
+                rejected(GovernanceApprovalsInsufficient),
+                rejected(GovernanceApprovalsInsufficient),
+                rejected(GovernanceApprovalsInsufficient),
+            ],
+            vec![None; 7],
         ),
     ];
     for (name, entries, expected, codes) in cases {
         check_rejected(Case { name, setup: vec![], entries, baseline: vec![], expected, codes });
     }
+    // A nonce is single-use: the second action signed with it is refused,
+    // whoever approved it and whatever it does.
+    let first = governance_entry(suspend_action("gw-ph"), 9_005, &[0, 2]);
+    check_rejected(Case {
+        name: "a governance nonce used twice",
+        setup: vec![],
+        entries: vec![first.clone(), governance_entry(suspend_action("gw-kw"), 9_005, &[1, 2])],
+        baseline: vec![first],
+        expected: vec![EntryResult::Applied, rejected(GovernanceNonceReused)],
+        codes: vec![Some("APPLIED"), Some("DUPL")],
+    });
 }
 
-/// `created_at_ms` may lie at most the allowed skew after the block timestamp.
+/// `created_at_ms` may lie at most the future skew after the block
+/// timestamp, and at most the horizon before it (both from network.json).
 #[test]
-fn created_at_skew_boundary() {
+fn created_at_window_boundaries() {
     let (mut state, _) = genesis_state();
-    let timestamp_ms = GENESIS_TIME_MS + 1_000;
-    let mut at_limit = transfer(uetr(1), "gw-us", "gw-jp", usd(100));
-    at_limit.created_at_ms = timestamp_ms + CREATED_AT_SKEW_MS_MAX;
-    let mut beyond = transfer(uetr(2), "gw-us", "gw-jp", usd(100));
-    beyond.created_at_ms = timestamp_ms + CREATED_AT_SKEW_MS_MAX + 1;
-    let block = apply(&mut state, vec![batch("gw-us", vec![at_limit, beyond])]);
-    assert_eq!(block.header.timestamp_ms, timestamp_ms);
+    // Far enough after genesis that the horizon's lower edge is after it.
+    let timestamp_ms = GENESIS_TIME_MS + CREATED_AT_HORIZON_MS_DEFAULT + 60_000;
+    let at = |n: u64, created_at_ms: u64| {
+        let mut t = transfer(uetr(n), "gw-us", "gw-jp", usd(100));
+        t.created_at_ms = created_at_ms;
+        t
+    };
+    let transfers = vec![
+        at(1, timestamp_ms + CREATED_AT_SKEW_MS_DEFAULT),
+        at(2, timestamp_ms + CREATED_AT_SKEW_MS_DEFAULT + 1),
+        at(3, timestamp_ms - CREATED_AT_HORIZON_MS_DEFAULT),
+        at(4, timestamp_ms - CREATED_AT_HORIZON_MS_DEFAULT - 1),
+    ];
+    let block = state
+        .apply(proposal(&state, timestamp_ms, vec![batch("gw-us", transfers)]), SignatureCheck::Verify)
+        .expect("applies");
+    use TransferOutcome::*;
     assert_eq!(
         block.results,
         vec![EntryResult::Batch {
-            outcomes: vec![TransferOutcome::Accepted, TransferOutcome::Rejected(RejectReason::CreatedInFuture)]
+            outcomes: vec![
+                Accepted,
+                Rejected(RejectReason::CreatedInFuture),
+                Accepted,
+                Rejected(RejectReason::CreatedTooLongAgo)
+            ]
         }]
     );
+    assert_eq!(RejectReason::CreatedTooLongAgo.iso_code(), Some("DT01"));
 }
 
 // ---------------------------------------------------------------------------
@@ -528,6 +621,11 @@ fn unencodable_admin_entries_refuse_the_proposal() {
             "currency: XAU has no minor unit",
         ),
     ];
+    // The same refusals when the entries come through governance.
+    let cases: Vec<(&str, Entry, &str)> = cases
+        .iter()
+        .flat_map(|(name, entry, reason)| [(*name, entry.clone(), *reason), (*name, admin(entry.clone()), *reason)])
+        .collect();
     for (name, entry, reason) in cases {
         check_block_error(
             name,

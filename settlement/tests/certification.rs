@@ -113,7 +113,19 @@ const BAD_KINDS: [Kind; 6] =
 
 #[test]
 fn quorum_sizes() {
-    for (n, f, q) in [(1, 0, 1), (4, 1, 3), (5, 1, 3), (6, 1, 3), (7, 2, 5), (10, 3, 7)] {
+    for (n, f, q) in [
+        (1, 0, 1),
+        (2, 0, 2),
+        (3, 0, 2),
+        (4, 1, 3),
+        (5, 1, 4),
+        (6, 1, 4),
+        (7, 2, 5),
+        (8, 2, 6),
+        (9, 2, 6),
+        (10, 3, 7),
+        (64, 21, 43),
+    ] {
         assert_eq!((faulty_max(n), quorum(n)), (f, q), "n={n}");
     }
     assert_eq!(validators(4, 1).set.quorum(), 3);
@@ -263,5 +275,44 @@ fn certificate_verifies_with_the_group_key_alone() {
         // Bytes that are not a group element are refused on parsing.
         assert!(Certificate::from_bytes(&[0xff; 96]).is_none());
         assert!(Certificate::from_bytes(&certificate.to_bytes()[..95]).is_none());
+    }
+}
+
+/// Safety and liveness of the quorum rule for every allowed validator count:
+/// any two quorums share at least f + 1 validators (so at least one honest
+/// validator, who never signs two blocks at one height, is in both), and the
+/// n - f validators left when f are down still make a quorum. The smallest
+/// two quorums can share is `2q - n` (when they overlap as little as
+/// possible); the property test also draws actual pairs of quorums.
+#[test]
+fn quorums_intersect_in_an_honest_validator_for_every_n() {
+    for n in 1..=remit_settlement::constants::VALIDATORS_MAX {
+        let (f, q) = (faulty_max(n), quorum(n));
+        assert!(3 * f < n, "n={n}: f={f} must satisfy n >= 3f + 1");
+        assert!(2 * q >= n + f + 1, "n={n}: two quorums of {q} may share fewer than f + 1 = {}", f + 1);
+        assert!(q + f <= n, "n={n}: quorum {q} unreachable with {f} validators down");
+        // Minimal: one validator fewer would break the intersection.
+        assert!(2 * (q - 1) < n + f + 1, "n={n}: quorum {q} is larger than needed");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_two_drawn_quorums_share_f_plus_one(
+        n in 1usize..=remit_settlement::constants::VALIDATORS_MAX,
+        seed_a in proptest::prelude::any::<u64>(),
+        seed_b in proptest::prelude::any::<u64>(),
+    ) {
+        use rand::seq::SliceRandom as _;
+        use rand::SeedableRng as _;
+        let q = quorum(n);
+        let draw = |seed: u64| {
+            let mut all: Vec<usize> = (0..n).collect();
+            all.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            all.truncate(q);
+            all.into_iter().collect::<std::collections::BTreeSet<usize>>()
+        };
+        let (a, b) = (draw(seed_a), draw(seed_b));
+        proptest::prop_assert!(a.intersection(&b).count() > faulty_max(n));
     }
 }

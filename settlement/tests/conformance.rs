@@ -16,43 +16,45 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 use iso_currency::Currency;
-use remit_settlement::applied::encode_index;
 use remit_settlement::block::{BLOCK_ENCODING_TAG, BLOCK_FORMAT_VERSION};
 use remit_settlement::certify::CertificationMessage;
 use remit_settlement::hash::{hash_with_domain, Digest32};
 use remit_settlement::{
-    Block, BlockProposal, ChainId, CountryCode, Entry, EntryResult, Height, LedgerState, Money, OriginKey, Participant,
-    ParticipantId, ParticipantStatus, PayoutOutcome, PayoutReport, PayoutReportBatch, PayoutState, RejectReason,
+    Block, BlockProposal, ChainId, CountryCode, Entry, EntryResult, GovernanceAction, GovernanceConfig,
+    GovernanceProposal, Height, LedgerParams, LedgerState, Money, OriginKey, Participant, ParticipantId,
+    ParticipantStatus, PayoutOutcome, PayoutReport, PayoutReportBatch, PayoutState, RejectReason, ReplayWindow,
     ReturnReason, SignatureCheck, Transfer, TransferBatch, TransferOutcome, Uetr,
 };
 use rust_decimal::Decimal;
 
 // Pinned values. See the module comment before changing any of them.
-const GENESIS_HASH: &str = "1b70f3c18c633d01ec422976348849022fb918d47b4bf8d9c52e85abf8829b2d";
-const GENESIS_STATE_ROOT: &str = "3c47698af28bc9f783e9ed31ee80faa62be5c885131192b9f02302bc26bf977c";
+const GENESIS_HASH: &str = "865b43220a64ec4933ed8b3c06f922b7e93afe177b3d84d3e9f9465e412113c2";
+const GENESIS_STATE_ROOT: &str = "a51417de34dc6e6bd5a5f4f5ecefd4f381f1c6527ca4ac2d3c0af9898a911f91";
 const GENESIS_ENCODED_LEN: usize = 586;
-const BLOCK1_HASH: &str = "f1a1144461604ab083dd9fe3b7bcd3c8e13d730da4ae0dd1cf373b487abe51c5";
-const BLOCK1_ENTRIES_ROOT: &str = "31be0e5938aa61e613549fdbfa08d442f96830766cafd10bf66628ebc99ead39";
-const BLOCK1_RESULTS_ROOT: &str = "d4a83996bf740bbd17c754305e9d03b9d4ec58b5c13258e9f142ced2bfedb486";
-const BLOCK1_STATE_ROOT: &str = "8a66b80ccccbe56c1242907ce86e5e94fe57027285332e14cd60277ef0dd5064";
-const BLOCK1_ENCODED_LEN: usize = 944;
+const BLOCK1_HASH: &str = "ea7a63cae658b17db36c1b28142f788698cd80353ab10ea9ebb1f1e006fb0692";
+const BLOCK1_ENTRIES_ROOT: &str = "38046eddcddd5a0ab0ed4370ccf3f6fd0b359ec3af7ed372107f2135f837fa9f";
+const BLOCK1_RESULTS_ROOT: &str = "636ea2807e6cedf55b1c11138dc3f8ca4e5808e7495b9a30e1e4f21d13f499d0";
+const BLOCK1_STATE_ROOT: &str = "210f1770865921c6e4d97bbfa1f83cbb5f924f734d042c6e93472cae3e8d492a";
+const BLOCK1_ENCODED_LEN: usize = 1824;
 /// SHA-256 of the whole canonical encoding of block 1.
-const BLOCK1_ENCODING_SHA256: &str = "0814e70d73c95fade67b591198221531f2509226d823ba0ce28d942bb176f76b";
+const BLOCK1_ENCODING_SHA256: &str = "c22e918fa1542ccc06f163381661a88fc4a6b59d891c0bfe1ef2958dc990dae6";
 /// The digest `bank-a` signs for its batch in block 1.
 const BATCH_SIGNING_DIGEST: &str = "e3bbe22b91bc15d8699a21e2c31db904793367665c2f5188ea9ad92267810298";
 /// SHA-256 of the certification message validators sign for block 1.
-const BLOCK1_CERT_MESSAGE_SHA256: &str = "ab785839ded9fbbc396612bec40cf19cc1228d49ad3c7a82735505c23c24703c";
+const BLOCK1_CERT_MESSAGE_SHA256: &str = "06f17c97ee684d629d0cfc94f739bd2d0f22c60394e9c64df2d0508bd7d20429";
 
 /// Block 2: payout reports (completions, returns and every report rejection).
-const BLOCK2_HASH: &str = "17f82220d2ce6a832327f1308f24fcbd54ec11e974d917bea9e4f2a92988b675";
+const BLOCK2_HASH: &str = "67bcd6992b4d29c89b5ea955347998234fafcff1609b56defa264be97211d5a1";
 /// SHA-256 of the whole canonical encoding of block 2.
-const BLOCK2_ENCODING_SHA256: &str = "8f6b3ab78858e0444ad56c40c831b1ab06213d43f433412540829f6810e723da";
+const BLOCK2_ENCODING_SHA256: &str = "b75ab90636538a8cfc1685027e062862dd4092f261ed98b4ca682197779587f5";
 /// The digest `bank-c` signs for its report batch in block 2.
 const REPORTS_SIGNING_DIGEST: &str = "4c490d19362e6f3b81a6a0e611be8bc103ff40d352027bd3abd2540f01e990a0";
-/// SHA-256 of the state snapshot (`REMIT_STATE_SNAPSHOT_V2`) after block 2.
-const BLOCK2_STATE_SNAPSHOT_SHA256: &str = "d50db3f2c8ba64aff98719c9503f8d109e90421f0e9fa55df7d3c2c0da6dc566";
-/// SHA-256 of the applied-transfer index encoding (`REMIT_APPLIED_INDEX_V1`) after block 2.
-const BLOCK2_APPLIED_INDEX_SHA256: &str = "5627bc2a566cb8b2c5dc5c8c25252b5aedfce2dcf00157494612366f6d60546b";
+/// SHA-256 of the state snapshot (`REMIT_STATE_SNAPSHOT_V3`) after block 2.
+const BLOCK2_STATE_SNAPSHOT_SHA256: &str = "821983fad56656347d08d15ad8263031eef4d1be0899a96f94cb3eb6c3ddede6";
+/// SHA-256 of the duplicate index encoding (`REMIT_INDEX_V2`) after block 2.
+const BLOCK2_INDEX_SHA256: &str = "649259a58605f84e9dcea83e4577d980d6b584eac0bfc65c8c8fb180a7c90d27";
+/// The digest governance keys sign for the cap change in block 1.
+const GOVERNANCE_SIGNING_DIGEST: &str = "d403c5c6846d5a4910652b02407df4c6eb528ff3efbaf6bdcdbf683012982b0a";
 
 const GENESIS_TIME_MS: u64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
 const BLOCK1_TIME_MS: u64 = GENESIS_TIME_MS + 60_000;
@@ -68,6 +70,38 @@ fn id(text: &str) -> ParticipantId {
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
+}
+
+/// Seeds of the three governance keys; two must approve.
+const GOVERNANCE_SEEDS: [u8; 3] = [0x71, 0x72, 0x73];
+
+fn params() -> LedgerParams {
+    LedgerParams {
+        chain_id: chain_id(),
+        validator_count: 2,
+        replay: ReplayWindow { horizon_ms: 86_400_000, future_skew_ms: 300_000 },
+        governance: GovernanceConfig {
+            threshold: 2,
+            keys: GOVERNANCE_SEEDS.iter().map(|s| OriginKey::new(key(*s).verifying_key())).collect(),
+        },
+    }
+}
+
+fn cap_proposal() -> GovernanceProposal {
+    GovernanceProposal {
+        action: GovernanceAction::SetNetDebitCap {
+            participant: id("bank-c"),
+            currency: Currency::KWD,
+            cap: Decimal::new(250_500, 3),
+        },
+        nonce: 1,
+    }
+}
+
+/// A governance entry approved by the keys of the given seeds.
+fn governance(proposal: GovernanceProposal, approvers: &[u8]) -> Entry {
+    let approvals = approvers.iter().map(|seed| proposal.approve(&chain_id(), &key(*seed))).collect();
+    Entry::Governance { proposal, approvals }
 }
 
 fn bank(name: &str, country: &str, seed: u8, caps: &[(Currency, Decimal)], validator: Option<u32>) -> Participant {
@@ -154,8 +188,17 @@ fn block1_entries() -> Vec<Entry> {
                 &key(0x22),
             ),
         },
-        Entry::SetNetDebitCap { participant: id("bank-c"), currency: Currency::KWD, cap: Decimal::new(250_500, 3) },
-        Entry::SetParticipantStatus { participant: id("bank-b"), status: ParticipantStatus::Suspended },
+        governance(cap_proposal(), &[0x71, 0x73]),
+        governance(
+            GovernanceProposal {
+                action: GovernanceAction::SetParticipantStatus {
+                    participant: id("bank-b"),
+                    status: ParticipantStatus::Suspended,
+                },
+                nonce: 2,
+            },
+            &[0x72, 0x71],
+        ),
         // Signed with the wrong key: rejected whole.
         Entry::TransferBatch {
             batch: TransferBatch::sign(
@@ -165,11 +208,26 @@ fn block1_entries() -> Vec<Entry> {
                 &key(0x44),
             ),
         },
+        // Unsigned administration after genesis: refused.
+        Entry::SetParticipantStatus { participant: id("bank-a"), status: ParticipantStatus::Suspended },
+        // One approval where two are needed (the other is an unlisted key): refused.
+        governance(
+            GovernanceProposal {
+                action: GovernanceAction::SetParticipantStatus {
+                    participant: id("bank-a"),
+                    status: ParticipantStatus::Suspended,
+                },
+                nonce: 3,
+            },
+            &[0x73, 0x44],
+        ),
+        // The cap change again with its nonce: refused.
+        governance(cap_proposal(), &[0x71, 0x72]),
     ]
 }
 
 fn build() -> (Block, Block, LedgerState) {
-    let mut state = LedgerState::new(chain_id());
+    let mut state = LedgerState::new(params());
     let genesis = state.apply(genesis_proposal(), SignatureCheck::Verify).expect("genesis applies");
     let proposal = BlockProposal {
         height: Height(1),
@@ -199,11 +257,20 @@ fn sample_outcomes_are_as_designed() {
             EntryResult::Applied,
             EntryResult::Applied,
             EntryResult::Rejected { reason: RejectReason::BadSignature },
+            EntryResult::Rejected { reason: RejectReason::GovernanceRequired },
+            EntryResult::Rejected { reason: RejectReason::GovernanceApprovalsInsufficient },
+            EntryResult::Rejected { reason: RejectReason::GovernanceNonceReused },
         ]
     );
     let h = &block1.header;
     assert_eq!((h.version, h.height, h.prev_hash), (BLOCK_FORMAT_VERSION, Height(1), genesis.hash()));
-    assert_eq!((h.entry_count, h.transfer_count, h.accepted_count), (5, 5, 2));
+    assert_eq!((h.entry_count, h.transfer_count, h.accepted_count), (8, 5, 2));
+    assert_eq!(
+        state.participant(&id("bank-c")).map(|p| p.net_debit_cap(Currency::KWD).to_string()),
+        Some("250.500".into())
+    );
+    assert_eq!(state.participant(&id("bank-a")).map(|p| p.status), Some(ParticipantStatus::Active));
+    assert_eq!(state.governance_nonces().iter().copied().collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(state.position(&id("bank-a"), Currency::USD).to_string(), "-1234.56");
     assert_eq!(state.position(&id("bank-b"), Currency::USD).to_string(), "1134.57");
     assert_eq!(state.position(&id("bank-c"), Currency::USD).to_string(), "99.99");
@@ -215,7 +282,7 @@ fn sample_outcomes_are_as_designed() {
 fn pinned_hashes() {
     let (genesis, block1, _) = build();
     let message = CertificationMessage::for_header(&block1.header);
-    let pins: [(&str, String, String); 11] = [
+    let pins: [(&str, String, String); 12] = [
         ("GENESIS_HASH", genesis.hash().to_hex(), GENESIS_HASH.into()),
         ("GENESIS_STATE_ROOT", genesis.header.state_root.to_hex(), GENESIS_STATE_ROOT.into()),
         ("GENESIS_ENCODED_LEN", genesis.encode().len().to_string(), GENESIS_ENCODED_LEN.to_string()),
@@ -227,6 +294,11 @@ fn pinned_hashes() {
         ("BLOCK1_ENCODING_SHA256", sha256(&block1.encode()), BLOCK1_ENCODING_SHA256.into()),
         ("BATCH_SIGNING_DIGEST", batch_a().signing_digest(&chain_id()).to_hex(), BATCH_SIGNING_DIGEST.into()),
         ("BLOCK1_CERT_MESSAGE_SHA256", sha256(message.as_bytes()), BLOCK1_CERT_MESSAGE_SHA256.into()),
+        (
+            "GOVERNANCE_SIGNING_DIGEST",
+            cap_proposal().signing_digest(&chain_id()).to_hex(),
+            GOVERNANCE_SIGNING_DIGEST.into(),
+        ),
     ];
     let mismatched: Vec<&str> = pins.iter().filter(|(_, got, want)| got != want).map(|(name, _, _)| *name).collect();
     let current: Vec<String> = pins.iter().map(|(name, got, _)| format!("{name} = {got}")).collect();
@@ -360,11 +432,7 @@ fn pinned_report_hashes() {
         ("BLOCK2_ENCODING_SHA256", sha256(&block2.encode()), BLOCK2_ENCODING_SHA256.into()),
         ("REPORTS_SIGNING_DIGEST", reports_c().signing_digest(&chain_id()).to_hex(), REPORTS_SIGNING_DIGEST.into()),
         ("BLOCK2_STATE_SNAPSHOT_SHA256", sha256(&state.encode_snapshot()), BLOCK2_STATE_SNAPSHOT_SHA256.into()),
-        (
-            "BLOCK2_APPLIED_INDEX_SHA256",
-            sha256(&encode_index(state.applied_transfers())),
-            BLOCK2_APPLIED_INDEX_SHA256.into(),
-        ),
+        ("BLOCK2_INDEX_SHA256", sha256(&state.index().encode_snapshot()), BLOCK2_INDEX_SHA256.into()),
     ];
     let mismatched: Vec<&str> = pins.iter().filter(|(_, got, want)| got != want).map(|(name, _, _)| *name).collect();
     let current: Vec<String> = pins.iter().map(|(name, got, _)| format!("{name} = {got}")).collect();

@@ -181,7 +181,7 @@ fn return_ignores_caps_and_suspension() {
 }
 
 fn suspend(id: &str) -> Entry {
-    Entry::SetParticipantStatus { participant: pid(id), status: remit_settlement::ParticipantStatus::Suspended }
+    admin(Entry::SetParticipantStatus { participant: pid(id), status: remit_settlement::ParticipantStatus::Suspended })
 }
 
 /// One row: reports applied after [`with_transfers`] and a setup block, the

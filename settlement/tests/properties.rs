@@ -13,10 +13,11 @@ use iso_currency::Currency;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use remit_settlement::block::TransferOutcome;
-use remit_settlement::constants::CREATED_AT_SKEW_MS_MAX;
+use remit_settlement::constants::CREATED_AT_SKEW_MS_DEFAULT;
 use remit_settlement::{
-    Block, Entry, EntryResult, Height, LedgerState, Money, MoneyError, ParticipantStatus, PayoutOutcome,
-    PayoutReportBatch, PayoutState, RejectReason, SignatureCheck, Transfer, TransferBatch, Uetr,
+    Block, Entry, EntryResult, GovernanceAction, GovernanceProposal, Height, LedgerState, Money, MoneyError,
+    ParticipantStatus, PayoutOutcome, PayoutReportBatch, PayoutState, RejectReason, SignatureCheck, Transfer,
+    TransferBatch, Uetr,
 };
 use rust_decimal::Decimal;
 
@@ -150,10 +151,10 @@ fn build_proposals(blocks: &[Vec<Op>]) -> Vec<(u64, Vec<Entry>)> {
 fn build_entry(op: &Op, timestamp_ms: u64, uetrs: &mut Generated) -> Entry {
     match op {
         Op::Reports { reporter, reports, signature } => build_reports(*reporter, reports, *signature, uetrs),
-        Op::SetStatus { participant, suspended } => Entry::SetParticipantStatus {
+        Op::SetStatus { participant, suspended } => admin(Entry::SetParticipantStatus {
             participant: pid(IDS[*participant]),
             status: if *suspended { ParticipantStatus::Suspended } else { ParticipantStatus::Active },
-        },
+        }),
         Op::Batch { origin, transfers, signature } => {
             let origin_id = IDS[*origin];
             let transfers = transfers
@@ -172,7 +173,7 @@ fn build_entry(op: &Op, timestamp_ms: u64, uetrs: &mut Generated) -> Entry {
                         money(spec.amount_minor, CURRENCIES[spec.currency]),
                     );
                     if spec.from_future {
-                        t.created_at_ms = timestamp_ms + CREATED_AT_SKEW_MS_MAX + 1;
+                        t.created_at_ms = timestamp_ms + CREATED_AT_SKEW_MS_DEFAULT + 1;
                     }
                     t
                 })
@@ -270,15 +271,19 @@ impl Model {
         ops.iter()
             .zip(entries)
             .map(|(op, entry)| match entry {
-                Entry::SetParticipantStatus { participant, status } => {
-                    match self.participants.get_mut(participant.as_str()) {
-                        None => EntryResult::Rejected { reason: RejectReason::UnknownParticipant },
-                        Some(p) => {
-                            p.active = *status == ParticipantStatus::Active;
-                            EntryResult::Applied
-                        }
+                Entry::Governance {
+                    proposal:
+                        GovernanceProposal {
+                            action: GovernanceAction::SetParticipantStatus { participant, status }, ..
+                        },
+                    ..
+                } => match self.participants.get_mut(participant.as_str()) {
+                    None => EntryResult::Rejected { reason: RejectReason::UnknownParticipant },
+                    Some(p) => {
+                        p.active = *status == ParticipantStatus::Active;
+                        EntryResult::Applied
                     }
-                }
+                },
                 Entry::TransferBatch { batch } => {
                     // Whether the origin's own key signed the batch as sent is
                     // known from how it was built, not asked of the library.
@@ -355,7 +360,7 @@ impl Model {
         let Some(origin_position) = orig.positions.get(&currency) else {
             return Err(OriginCurrencyNotSettled);
         };
-        if t.created_at_ms > timestamp_ms + CREATED_AT_SKEW_MS_MAX {
+        if t.created_at_ms > timestamp_ms + CREATED_AT_SKEW_MS_DEFAULT {
             return Err(CreatedInFuture);
         }
         let amount = i128::from(t.amount.minor_units());
@@ -674,8 +679,8 @@ proptest! {
 
         // Set the caps (the counterparty's large enough to fund the credit) and credit the hub.
         let mut setup = vec![
-            Entry::SetNetDebitCap { participant: pid("gw-hub"), currency, cap: decimal(cap, currency) },
-            Entry::SetNetDebitCap { participant: pid(other), currency, cap: decimal(1_000_000, currency) },
+            admin(Entry::SetNetDebitCap { participant: pid("gw-hub"), currency, cap: decimal(cap, currency) }),
+            admin(Entry::SetNetDebitCap { participant: pid(other), currency, cap: decimal(1_000_000, currency) }),
         ];
         if credit > 0 {
             setup.push(batch(other, vec![send(other, "gw-hub", credit)]));

@@ -11,14 +11,13 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use iso_currency::Currency;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use remit_settlement::applied::{encode_block_payouts, encode_block_transfers};
 use remit_settlement::audit::{export_chain, read_export, stored_blocks, verify_chain};
 use remit_settlement::block::TransferOutcome;
 use remit_settlement::certify::Certificate;
 use remit_settlement::chain::{Chain, ChainError};
 use remit_settlement::network::NetworkConfig;
 use remit_settlement::replica::state_machine::lock;
-use remit_settlement::replica::{LedgerStateMachine, SharedChain};
+use remit_settlement::replica::{FailStop, LedgerStateMachine, SharedChain};
 use remit_settlement::store::{LedgerStore, SledLedgerStore, StoreError};
 use remit_settlement::{Block, Entry, EntryResult, Height, LedgerState, PayoutState, RejectReason, SignatureCheck};
 
@@ -272,14 +271,17 @@ fn tampered_snapshot_positions_are_detected() {
         replace_once(&mut snapshot, &(10_000i128 - 1_234).to_be_bytes(), &(10_000i128 - 1_235).to_be_bytes());
         put(db, KEY_SNAPSHOT, snapshot);
     });
-    expect_inconsistent(result, 3, "state snapshot does not match the tip's state root");
+    expect_inconsistent(result, 3, ROOT_MISMATCH);
 }
+
+/// What `Chain::open` says when the stored state does not hash to the tip's state root.
+const ROOT_MISMATCH: &str = "stored state (snapshot and duplicate index) does not match the tip's state root";
 
 #[test]
 fn tampered_snapshot_tip_hash_is_detected() {
     let result = reopen_tampered(|db, _| {
         let mut snapshot = get(db, KEY_SNAPSHOT);
-        let at = snapshot.len() - 8 - 32;
+        let at = snapshot.len() - 32;
         snapshot[at] ^= 0x01;
         put(db, KEY_SNAPSHOT, snapshot);
     });
@@ -288,16 +290,16 @@ fn tampered_snapshot_tip_hash_is_detected() {
 
 #[test]
 fn tampered_snapshot_timestamp_is_detected() {
-    // The last timestamp is not part of the state root; a wrong one would let
-    // the next block go back in time, or refuse every honest proposal.
-    for timestamp_ms in [GENESIS_TIME_MS, u64::MAX] {
-        let result = reopen_tampered(|db, _| {
+    // The last timestamp decides future results (the next block may not go
+    // back in time; the duplicate index forgets by it), so the state root covers it.
+    for timestamp_ms in [GENESIS_TIME_MS, GENESIS_TIME_MS + 3_001] {
+        let result = reopen_tampered(|db, blocks| {
             let mut snapshot = get(db, KEY_SNAPSHOT);
-            let at = snapshot.len() - 8;
-            snapshot[at..].copy_from_slice(&timestamp_ms.to_be_bytes());
+            let tip_time = blocks[3].header.timestamp_ms;
+            replace_once(&mut snapshot, &tip_time.to_be_bytes(), &timestamp_ms.to_be_bytes());
             put(db, KEY_SNAPSHOT, snapshot);
         });
-        expect_inconsistent(result, 3, "state snapshot timestamp differs from the tip's");
+        expect_inconsistent(result, 3, ROOT_MISMATCH);
     }
 }
 
@@ -341,26 +343,37 @@ fn tampered_tip_block_is_detected() {
 }
 
 #[test]
-fn tampered_uetr_index_is_detected() {
-    // A well-formed value that lost block 1's transfer.
+fn tampered_index_segments_are_detected() {
+    // A lost segment (block 1's transfer): the index no longer matches the counters.
     let result = reopen_tampered(|db, _| {
-        put(db, &height_key("uetr/", 1), encode_block_transfers(std::iter::empty()));
-    });
-    expect_inconsistent(result, 3, "applied-UETR index does not match the accepted transfer count");
-    // The same transfer indexed again at another height.
-    let result = reopen_tampered(|db, _| {
-        put(db, &height_key("uetr/", 2), get(db, &height_key("uetr/", 1)));
+        db.remove(height_key("seg/", 1)).expect("writable");
     });
     assert!(
-        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason.ends_with("indexed twice")),
+        matches!(&result, Err(ChainError::Store(StoreError::Decode(e))) if e.reason.contains("the index holds 2 transfers")),
         "{result:?}"
     );
-    // Bytes that are not an index value at all.
+    // The same transfer indexed again at another height.
     let result = reopen_tampered(|db, _| {
-        put(db, &height_key("uetr/", 2), vec![0xab; 15]);
+        put(db, &height_key("seg/", 2), get(db, &height_key("seg/", 1)));
     });
     assert!(
-        matches!(&result, Err(ChainError::Store(StoreError::Decode(e))) if e.what == "block's applied transfers"),
+        matches!(&result, Err(ChainError::Store(StoreError::Decode(e))) if e.reason.ends_with("is listed twice")),
+        "{result:?}"
+    );
+    // A record whose amount changed: still well-formed, but it no longer
+    // hashes to the certified state root.
+    let result = reopen_tampered(|db, _| {
+        let mut value = get(db, &height_key("seg/", 3));
+        replace_once(&mut value, &1_234u64.to_be_bytes(), &1_235u64.to_be_bytes());
+        put(db, &height_key("seg/", 3), value);
+    });
+    expect_inconsistent(result, 3, ROOT_MISMATCH);
+    // Bytes that are not a segment at all.
+    let result = reopen_tampered(|db, _| {
+        put(db, &height_key("seg/", 2), vec![0xab; 15]);
+    });
+    assert!(
+        matches!(&result, Err(ChainError::Store(StoreError::Decode(e))) if e.what == "index segment"),
         "{result:?}"
     );
 }
@@ -542,10 +555,10 @@ fn raft_snapshot_install_keeps_payout_states() {
 
     // The source builds a snapshot payload; a fresh node installs it.
     let source: SharedChain = Arc::new(Mutex::new(open(source_dir.path(), None).expect("reopens")));
-    let mut source_machine = LedgerStateMachine::new(source.clone(), applied_tx.clone());
+    let mut source_machine = LedgerStateMachine::new(source.clone(), applied_tx.clone(), FailStop::new());
     let snapshot = runtime.block_on(source_machine.build_snapshot()).expect("snapshot builds");
     let target: SharedChain = Arc::new(Mutex::new(open(target_dir.path(), Some(&network)).expect("empty store opens")));
-    let mut target_machine = LedgerStateMachine::new(target.clone(), applied_tx);
+    let mut target_machine = LedgerStateMachine::new(target.clone(), applied_tx, FailStop::new());
     runtime.block_on(target_machine.install_snapshot(&snapshot.meta, snapshot.snapshot)).expect("installs");
     let source_state = lock(&source).state().clone();
     check_payouts(&source_state);
@@ -596,39 +609,40 @@ fn reopen_reports_tampered(edit: impl FnOnce(&sled::Db)) -> Result<Chain<SledLed
 }
 
 #[test]
-fn tampered_payout_index_is_detected() {
+fn tampered_payout_states_are_detected() {
     assert!(reopen_reports_tampered(|_| {}).is_ok(), "untampered store opens");
-    // A lost payout value: the index has fewer reported transfers than the state counts.
+    // Lost payout states (block 1's segment: UETR 1 returned, UETR 2 completed).
     let result = reopen_reports_tampered(|db| {
-        db.remove(height_key("payout/", 2)).expect("writable");
+        db.remove(height_key("segpay/", 1)).expect("writable");
     });
-    expect_inconsistent(result, 3, "payout states in the index do not match the accepted report count");
-    // A payout change recorded twice (block 3's repeated at height 4's key).
+    expect_inconsistent(result, 3, ROOT_MISMATCH);
+    // A return turned into a completion.
     let result = reopen_reports_tampered(|db| {
-        let value = get(db, &height_key("payout/", 3));
-        put(db, &height_key("payout/", 4), value);
+        let value = get(db, &height_key("segpay/", 3));
+        let mut changed = value.clone();
+        let at = changed.len() - 5;
+        assert_eq!(changed[at], 2, "uetr 6 was returned");
+        changed.truncate(at);
+        changed.push(1);
+        put(db, &height_key("segpay/", 3), changed);
+    });
+    expect_inconsistent(result, 3, ROOT_MISMATCH);
+    // Payout states for a segment that is not stored.
+    let result = reopen_reports_tampered(|db| {
+        let value = get(db, &height_key("segpay/", 3));
+        put(db, &height_key("segpay/", 4), value);
     });
     assert!(
-        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason.ends_with("reported twice")),
+        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason.ends_with("which is not stored")),
         "{result:?}"
     );
-    // A payout change recorded below the height of its transfer (block 3's
-    // changes, which include UETR 6 accepted at height 3, moved to height 2).
+    // Payout states for another number of records.
     let result = reopen_reports_tampered(|db| {
-        let value = get(db, &height_key("payout/", 3));
-        db.remove(height_key("payout/", 3)).expect("writable");
-        put(db, &height_key("payout/", 2), value);
+        let value = get(db, &height_key("segpay/", 3));
+        put(db, &height_key("segpay/", 1), value);
     });
     assert!(
-        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason.ends_with("reported below the transfer's height")),
-        "{result:?}"
-    );
-    // A payout change for a UETR that was never accepted.
-    let result = reopen_reports_tampered(|db| {
-        put(db, &height_key("payout/", 2), encode_block_payouts(&[(uetr(3), PayoutState::Completed)]));
-    });
-    assert!(
-        matches!(&result, Err(ChainError::Store(StoreError::Corrupt(reason))) if reason.ends_with("the transfer is not indexed")),
+        matches!(&result, Err(ChainError::Store(StoreError::Decode(e))) if e.reason.contains("payout states for the 3 records")),
         "{result:?}"
     );
 }

@@ -191,7 +191,8 @@ fn ledger_survives_sigkill_at_random_points() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let keys = temp.path().join("keys");
     let genesis_time_ms = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?;
-    let generated = generate_network(VALIDATORS, genesis_time_ms).map_err(anyhow::Error::msg)?;
+    let generated = generate_network(remit_settlement::network::NetworkShape::validators(VALIDATORS), genesis_time_ms)
+        .map_err(anyhow::Error::msg)?;
     write_network(&generated, &keys)?;
 
     let started = Instant::now();

@@ -1,7 +1,7 @@
 //! The certification round. After a block is applied here, this validator
 //! signs its share (never two different blocks at one height: the signed
 //! hash is persisted first), sends it to the other validators, and collects
-//! theirs. With 2f+1 valid shares it combines and stores the certificate;
+//! theirs. With a quorum of valid shares it combines and stores the certificate;
 //! the block goes from committed to certified (final). Shares are checked:
 //! the optimistic combine is verified against the group key, and on failure
 //! every share is verified and bad ones are dropped. Blocks left uncertified

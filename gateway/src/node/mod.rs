@@ -138,7 +138,8 @@ impl Node {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(setup)?);
-        let state_machine = LedgerStateMachine::new(chain.clone(), applied_tx);
+        let state_machine =
+            LedgerStateMachine::new(chain.clone(), applied_tx, remit_settlement::replica::FailStop::new());
         let raft = Raft::new(me, raft_config, RaftNetworkFactoryImpl::new(peers.clone()), raft_log, state_machine)
             .await
             .map_err(setup)?;

@@ -4,7 +4,7 @@
 //! without waiting for the previous block. Every replica applies committed
 //! proposals with the same pure state machine and so computes the same
 //! blocks. Threshold certification (by the node, see `gateway`) runs on top:
-//! a block is final only when 2f+1 validators signed the state it produces.
+//! a block is final only when a quorum of validators signed the state it produces.
 //!
 //! Both the Raft log and the applied state live in the node's sled database.
 
@@ -22,7 +22,7 @@ use crate::hash::Digest32;
 use crate::ids::Height;
 
 pub use log_store::SledRaftLog;
-pub use state_machine::{AppliedBlock, LedgerStateMachine, SharedChain};
+pub use state_machine::{AppliedBlock, FailStop, LedgerStateMachine, SharedChain};
 
 openraft::declare_raft_types!(
     /// openraft type configuration of the ledger.

@@ -2,6 +2,18 @@
 //! recording the Raft log position in the same atomic batch as each block,
 //! and announces every new block for certification.
 //!
+//! Snapshot rule: a snapshot is built from one consistent view. The Raft
+//! position, the membership, the state (registry, counters, the duplicate
+//! index) and the tip block are all read under the chain lock, which every
+//! apply holds from applying a block to storing it with its Raft position.
+//! So the position a snapshot claims is exactly the position its state
+//! reflects, and a follower installing it applies the next entry once.
+//!
+//! Fail-stop: when a durable write fails, the chain rewinds its memory to
+//! the disk and refuses further writes, the state machine reports the error
+//! to openraft (which stops replicating) and signals [`FailStop`], on which
+//! the node exits.
+//!
 //! openraft's storage traits fix the error type (`StorageError`, large), so
 //! `clippy::result_large_err` is allowed here.
 #![allow(clippy::result_large_err)]
@@ -12,8 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
 
 use super::log_store::blocking;
 use super::{Proposal, ProposalResponse, TypeConfig};
@@ -35,8 +47,69 @@ pub fn lock(chain: &SharedChain) -> MutexGuard<'_, Chain<SledLedgerStore>> {
     chain.lock().expect("a panic while holding the chain lock stops the node")
 }
 
+fn read_meta<T: for<'de> Deserialize<'de>>(
+    chain: &Chain<SledLedgerStore>,
+    key: &str,
+) -> Result<Option<T>, StorageError<u64>> {
+    let bytes = chain.store().meta(key).map_err(io_read)?;
+    bytes.map(|b| bincode::deserialize(&b).map_err(io_read)).transpose()
+}
+
 const META_APPLIED: &str = "raft/applied";
 const META_MEMBERSHIP: &str = "raft/membership";
+
+/// Signals that the node must stop because a durable write failed. Cheap to
+/// clone; the node waits on [`FailStop::stopped`].
+#[derive(Clone, Debug)]
+pub struct FailStop {
+    sender: Arc<watch::Sender<Option<String>>>,
+}
+
+impl Default for FailStop {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FailStop {
+    /// A signal not raised yet.
+    pub fn new() -> Self {
+        Self { sender: Arc::new(watch::channel(None).0) }
+    }
+
+    /// Raises the signal with the reason (the first reason wins).
+    pub fn stop(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        error!(%reason, "fail-stop: a durable write failed; the node stops");
+        self.sender.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The reason, once raised.
+    pub fn reason(&self) -> Option<String> {
+        self.sender.borrow().clone()
+    }
+
+    /// Waits until the signal is raised; returns the reason.
+    pub async fn stopped(&self) -> String {
+        let mut receiver = self.sender.subscribe();
+        loop {
+            if let Some(reason) = receiver.borrow_and_update().clone() {
+                return reason;
+            }
+            if receiver.changed().await.is_err() {
+                // The sender lives in `self`, so this cannot happen; wait forever.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
 
 /// A block the state machine just made durable, for the certification round.
 #[derive(Clone, Debug)]
@@ -58,6 +131,7 @@ pub struct LedgerStateMachine {
     /// The latest snapshot built or installed, shared with snapshot builders
     /// (openraft builds snapshots on a copy of the state machine).
     current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    fail_stop: FailStop,
 }
 
 /// Everything a far-behind node needs to continue from a snapshot.
@@ -67,10 +141,11 @@ struct SnapshotPayload {
     membership: Membership,
     tip_block: Vec<u8>,
     tip_certificate: Option<Vec<u8>>,
+    /// `LedgerState::encode_snapshot`: everything but the duplicate index.
     state: Vec<u8>,
-    /// The applied-transfer index (`applied::encode_index`): every accepted
-    /// transfer with its height, parties, amount and payout state.
-    uetrs: Vec<u8>,
+    /// `TransferIndex::encode_snapshot`: every remembered transfer, by
+    /// block, with its payout state.
+    index: Vec<u8>,
 }
 
 fn io_read(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -82,21 +157,27 @@ fn io_write(e: impl std::fmt::Display) -> StorageError<u64> {
 }
 
 impl LedgerStateMachine {
-    /// A state machine over `chain`, announcing new blocks on `applied_blocks`.
-    pub fn new(chain: SharedChain, applied_blocks: mpsc::UnboundedSender<AppliedBlock>) -> Self {
-        Self { chain, applied_blocks, current_snapshot: Arc::new(Mutex::new(None)) }
+    /// A state machine over `chain`, announcing new blocks on `applied_blocks`
+    /// and raising `fail_stop` when a durable write fails.
+    pub fn new(chain: SharedChain, applied_blocks: mpsc::UnboundedSender<AppliedBlock>, fail_stop: FailStop) -> Self {
+        Self { chain, applied_blocks, current_snapshot: Arc::new(Mutex::new(None)), fail_stop }
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StorageError<u64>> {
-        let bytes = lock(&self.chain).store().meta(key).map_err(io_read)?;
-        bytes.map(|b| bincode::deserialize(&b).map_err(io_read)).transpose()
+        read_meta(&lock(&self.chain), key)
+    }
+
+    /// A failed durable write: stop the node, and tell openraft.
+    fn fail(&self, error: impl std::fmt::Display) -> StorageError<u64> {
+        self.fail_stop.stop(format!("ledger store: {error}"));
+        io_write(error)
     }
 
     fn apply_one(&mut self, entry: Entry) -> Result<ProposalResponse, StorageError<u64>> {
         let applied = bincode::serialize(&Some(entry.log_id)).map_err(io_write)?;
         match entry.payload {
             EntryPayload::Blank => {
-                lock(&self.chain).store().put_meta(&[(META_APPLIED, applied)]).map_err(io_write)?;
+                lock(&self.chain).store().put_meta(&[(META_APPLIED, applied)]).map_err(|e| self.fail(e))?;
                 Ok(ProposalResponse::default())
             }
             EntryPayload::Membership(membership) => {
@@ -105,7 +186,7 @@ impl LedgerStateMachine {
                 lock(&self.chain)
                     .store()
                     .put_meta(&[(META_APPLIED, applied), (META_MEMBERSHIP, stored)])
-                    .map_err(io_write)?;
+                    .map_err(|e| self.fail(e))?;
                 Ok(ProposalResponse::default())
             }
             EntryPayload::Normal(proposal) => self.apply_proposal(proposal, applied),
@@ -140,10 +221,10 @@ impl LedgerStateMachine {
                 // A structurally invalid proposal (only a faulty leader makes
                 // one) is refused identically on every replica.
                 warn!(%error, "proposal refused");
-                chain.store().put_meta(&[(META_APPLIED, applied)]).map_err(io_write)?;
+                chain.store().put_meta(&[(META_APPLIED, applied)]).map_err(|e| self.fail(e))?;
                 Ok(ProposalResponse { block: None, results: Vec::new(), refused: Some(error.to_string()) })
             }
-            Err(error) => Err(io_write(error)),
+            Err(error) => Err(self.fail(error)),
         }
     }
 
@@ -151,27 +232,34 @@ impl LedgerStateMachine {
         *self.current_snapshot.lock().expect("snapshot lock is never held across a panic") = Some(snapshot);
     }
 
+    /// Takes one consistent view under the chain lock (see the module
+    /// documentation), then encodes it outside the lock.
     fn build_payload(&self) -> Result<StoredSnapshot, StorageError<u64>> {
-        let applied: Option<LogId<u64>> = self.meta::<Option<LogId<u64>>>(META_APPLIED)?.flatten();
-        let membership: Membership = self.meta(META_MEMBERSHIP)?.unwrap_or_default();
-        let chain = lock(&self.chain);
-        let state = chain.state();
-        let (height, _) = state.tip().ok_or_else(|| io_read("no block to snapshot"))?;
-        let tip_block = chain.store().block_bytes(height).map_err(io_read)?.ok_or_else(|| io_read("tip missing"))?;
-        let tip_certificate = chain.store().certificate(height).map_err(io_read)?.map(|c| c.to_bytes().to_vec());
+        let (applied, membership, state, tip_block, tip_certificate) = {
+            let chain = lock(&self.chain);
+            let applied: Option<LogId<u64>> = read_meta::<Option<LogId<u64>>>(&chain, META_APPLIED)?.flatten();
+            let membership: Membership = read_meta(&chain, META_MEMBERSHIP)?.unwrap_or_default();
+            let state = chain.state().clone();
+            let (height, _) = state.tip().ok_or_else(|| io_read("no block to snapshot"))?;
+            let tip_block =
+                chain.store().block_bytes(height).map_err(io_read)?.ok_or_else(|| io_read("tip missing"))?;
+            let tip_certificate = chain.store().certificate(height).map_err(io_read)?.map(|c| c.to_bytes().to_vec());
+            (applied, membership, state, tip_block, tip_certificate)
+        };
+        let height = state.tip().map_or(0, |(h, _)| h.0);
         let payload = SnapshotPayload {
             applied,
             membership: membership.clone(),
             tip_block,
             tip_certificate,
             state: state.encode_snapshot(),
-            uetrs: crate::applied::encode_index(state.applied_transfers()),
+            index: state.index().encode_snapshot(),
         };
         let bytes = bincode::serialize(&payload).map_err(io_read)?;
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,
-            snapshot_id: format!("h{}-i{}", height.0, applied.map_or(0, |a| a.index)),
+            snapshot_id: format!("h{}-i{}", height, applied.map_or(0, |a| a.index)),
         };
         Ok((meta, bytes))
     }
@@ -209,6 +297,7 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
             chain: self.chain.clone(),
             applied_blocks: self.applied_blocks.clone(),
             current_snapshot: self.current_snapshot.clone(),
+            fail_stop: self.fail_stop.clone(),
         }
     }
 
@@ -225,8 +314,8 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         let payload: SnapshotPayload = bincode::deserialize(&bytes).map_err(io_write)?;
         let tip = Block::decode(&payload.tip_block).map_err(io_write)?;
         let certificate = payload.tip_certificate.as_deref().and_then(Certificate::from_bytes);
-        let uetrs = crate::applied::decode_index(&payload.uetrs).map_err(io_write)?;
-        let state = crate::ledger::LedgerState::decode_snapshot(&payload.state, uetrs).map_err(io_write)?;
+        let segments = crate::index::decode_index_snapshot(&payload.index).map_err(io_write)?;
+        let state = crate::ledger::LedgerState::decode_snapshot(&payload.state, segments).map_err(io_write)?;
         let applied = bincode::serialize(&payload.applied).map_err(io_write)?;
         let membership = bincode::serialize(&payload.membership).map_err(io_write)?;
         let header = tip.header.clone();
@@ -239,7 +328,11 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
                 &[(META_APPLIED, applied), (META_MEMBERSHIP, membership)],
             )
         })
-        .map_err(io_write)?;
+        .map_err(|error| match error {
+            crate::chain::ChainError::Store(_) | crate::chain::ChainError::Stopped(_) => self.fail(error),
+            // A snapshot that does not verify changes nothing here.
+            other => io_write(other),
+        })?;
         info!(snapshot = %meta.snapshot_id, height = header.height.0, "snapshot installed");
         if !certified {
             // The tip arrived without its certificate: certify it like a block applied here.

@@ -16,8 +16,9 @@ use remit_settlement::hash::{hash_with_domain, Digest32};
 use remit_settlement::money::decimal_to_minor_units;
 use remit_settlement::network::{NetworkConfig, ValidatorMember, ValidatorsConfig, NETWORK_FORMAT_VERSION};
 use remit_settlement::{
-    Block, BlockHeader, BlockProposal, ChainId, CountryCode, Entry, Height, LedgerState, Money, OriginKey, Participant,
-    ParticipantId, ParticipantStatus, PayoutOutcome, PayoutReport, PayoutReportBatch, ReturnReason, SignatureCheck,
+    Block, BlockHeader, BlockProposal, ChainId, CountryCode, Entry, GovernanceAction, GovernanceConfig,
+    GovernanceProposal, Height, LedgerParams, LedgerState, Money, OriginKey, Participant, ParticipantId,
+    ParticipantStatus, PayoutOutcome, PayoutReport, PayoutReportBatch, ReplayWindow, ReturnReason, SignatureCheck,
     Transfer, TransferBatch, Uetr,
 };
 use rust_decimal::Decimal;
@@ -210,6 +211,55 @@ pub fn reports_signed_with(reporter: &str, reports: Vec<PayoutReport>, key: &Sig
     Entry::PayoutReports { batch: PayoutReportBatch::sign(&chain_id(), pid(reporter), reports, key) }
 }
 
+/// Seeds of the test network's three governance keys (two must approve).
+pub const GOVERNANCE_SEEDS: [u8; 3] = [201, 202, 203];
+
+/// Governance key `i` of the test network.
+pub fn governance_key(i: usize) -> SigningKey {
+    signing_key(GOVERNANCE_SEEDS[i])
+}
+
+/// The test network's governance: 2 of the 3 keys.
+pub fn governance() -> GovernanceConfig {
+    GovernanceConfig {
+        threshold: 2,
+        keys: (0..GOVERNANCE_SEEDS.len()).map(|i| OriginKey::new(governance_key(i).verifying_key())).collect(),
+    }
+}
+
+/// The ledger parameters of the test network (4 validators, the default
+/// replay window, 2-of-3 governance).
+pub fn params() -> LedgerParams {
+    LedgerParams { chain_id: chain_id(), validator_count: 4, replay: ReplayWindow::default(), governance: governance() }
+}
+
+/// A governance entry for `action` with `nonce`, approved by the given
+/// governance keys (indexes into [`GOVERNANCE_SEEDS`]).
+pub fn governance_entry(action: GovernanceAction, nonce: u64, approvers: &[usize]) -> Entry {
+    let proposal = GovernanceProposal { action, nonce };
+    let approvals = approvers.iter().map(|i| proposal.approve(&chain_id(), &governance_key(*i))).collect();
+    Entry::Governance { proposal, approvals }
+}
+
+/// The genesis-style administrative `entry` (registration, cap or status) as
+/// a governance entry approved by keys 0 and 1, with a fresh nonce: what
+/// administration looks like after genesis. Other entries are returned as is.
+pub fn admin(entry: Entry) -> Entry {
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let action = match entry {
+        Entry::RegisterParticipant { participant } => GovernanceAction::RegisterParticipant { participant },
+        Entry::SetNetDebitCap { participant, currency, cap } => {
+            GovernanceAction::SetNetDebitCap { participant, currency, cap }
+        }
+        Entry::SetParticipantStatus { participant, status } => {
+            GovernanceAction::SetParticipantStatus { participant, status }
+        }
+        other => return other,
+    };
+    let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    governance_entry(action, nonce, &[0, 1])
+}
+
 /// The genesis proposal registering every participant.
 pub fn genesis_proposal() -> BlockProposal {
     BlockProposal {
@@ -222,7 +272,7 @@ pub fn genesis_proposal() -> BlockProposal {
 
 /// A fresh state with the genesis block applied.
 pub fn genesis_state() -> (LedgerState, Block) {
-    let mut state = LedgerState::new(chain_id());
+    let mut state = LedgerState::new(params());
     let block = state.apply(genesis_proposal(), SignatureCheck::Verify).expect("genesis applies");
     (state, block)
 }
@@ -320,6 +370,8 @@ pub fn network_config(validators: &Validators) -> NetworkConfig {
             public_key_set: keys.clone(),
             members,
         },
+        governance: governance(),
+        replay: ReplayWindow::default(),
         participants,
     };
     config.validate().expect("test network is consistent");

@@ -52,7 +52,9 @@ const BENCH_DEFAULT_VALIDATORS: usize = 4;
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if !args.keys.join(NETWORK_FILE).exists() {
         let now = now_ms()?;
-        let generated = generate_network(BENCH_DEFAULT_VALIDATORS, now).map_err(anyhow::Error::msg)?;
+        let generated =
+            generate_network(remit_settlement::network::NetworkShape::validators(BENCH_DEFAULT_VALIDATORS), now)
+                .map_err(anyhow::Error::msg)?;
         write_network(&generated, &args.keys).context("writing generated keys")?;
         eprintln!(
             "generated a {BENCH_DEFAULT_VALIDATORS}-validator network {} in {}",

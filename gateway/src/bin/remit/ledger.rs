@@ -25,7 +25,9 @@ pub fn keygen(validators: usize, out: &Path, force: bool) -> anyhow::Result<Exit
         bail!("{} already holds a network; pass --force to replace it", out.display());
     }
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_millis();
-    let generated = generate_network(validators, u64::try_from(now_ms)?).map_err(anyhow::Error::msg)?;
+    let generated =
+        generate_network(remit_settlement::network::NetworkShape::validators(validators), u64::try_from(now_ms)?)
+            .map_err(anyhow::Error::msg)?;
     write_network(&generated, out).context("writing the network")?;
     let network = &generated.network;
     println!(
