@@ -53,8 +53,10 @@ pub struct NodeSection {
     pub data_dir: PathBuf,
     /// The network definition.
     pub network: PathBuf,
-    /// This validator's BLS key share file.
-    pub key_share: PathBuf,
+    /// This validator's BLS key share file (validators only; a gateway that
+    /// is not a validator has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_share: Option<PathBuf>,
     /// This participant's ed25519 identity key file.
     pub identity_key: PathBuf,
 }
@@ -75,11 +77,12 @@ pub struct HttpSection {
     pub listen: SocketAddr,
 }
 
-/// One `[[peers]]` entry: a validator and its peer address.
+/// One `[[peers]]` entry: a node (validator or gateway) and its peer address.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerEntry {
-    /// Participant id (must be a validator in network.json).
+    /// Participant id (every validator of network.json must be listed;
+    /// gateways may be, also ones registered after genesis).
     pub participant: String,
     /// Host and port of its peer server, e.g. `127.0.0.1:7101`.
     pub address: String,
@@ -243,6 +246,14 @@ pub struct TestingSection {
     /// must fetch them (exercises the fetch path).
     #[serde(default)]
     pub skip_message_push: bool,
+    /// Make every durable ledger write fail from this height on (exercises
+    /// the fail-stop: the node must exit, its memory never ahead of its disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_ledger_writes_from_height: Option<u64>,
+    /// Serve altered blocks to peers asking for them (a lying peer: the
+    /// entries of every transfer batch changed under the original header).
+    #[serde(default)]
+    pub serve_altered_blocks: bool,
 }
 
 /// The whole `node.toml`.
@@ -255,7 +266,7 @@ pub struct NodeConfig {
     pub peer: PeerSection,
     /// `[http]`.
     pub http: HttpSection,
-    /// `[[peers]]`: every validator, this one included.
+    /// `[[peers]]`: every validator, this node, and the gateways it exchanges payment messages with.
     pub peers: Vec<PeerEntry>,
     /// `[tls]`.
     #[serde(default)]
@@ -312,7 +323,7 @@ impl NodeConfig {
     /// Checks relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.peers.is_empty() {
-            return Err(key_error("peers", "list every validator, this node included"));
+            return Err(key_error("peers", "list every validator and this node"));
         }
         if !self.peers.iter().any(|p| p.participant == self.node.participant) {
             return Err(key_error("peers", format!("no entry for this node's participant {}", self.node.participant)));

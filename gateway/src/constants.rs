@@ -29,6 +29,16 @@ pub const CATCH_UP_INTERVAL_MS: u64 = 500;
 pub const CERTIFICATE_FETCH_AFTER_MS: u64 = 1_000;
 /// Timeout of one peer RPC.
 pub const PEER_RPC_TIMEOUT_MS: u64 = 10_000;
+/// How long a gateway's long poll for the next certified block waits at a
+/// validator before it is answered empty (below the RPC timeout).
+pub const FOLLOW_WAIT_MS: u64 = 2_000;
+/// Longest pause of a gateway between failed polls of the validators.
+pub const FOLLOW_RETRY_MS_MAX: u64 = 1_000;
+/// How often a gateway asks a validator who leads (to send it submissions first).
+pub const FOLLOW_TIP_EVERY_MS: u64 = 1_000;
+/// Longest time the governance endpoint waits for its entry to be certified.
+pub const GOVERNANCE_CERTIFY_WAIT_MS: u64 = 30_000;
 
 const _: () = assert!(BLOCK_TRANSFERS_TARGET <= remit_settlement::constants::BLOCK_TRANSFERS_MAX);
 const _: () = assert!(PENDING_TRANSFERS_MAX >= 2 * BLOCK_TRANSFERS_TARGET);
+const _: () = assert!(FOLLOW_WAIT_MS < PEER_RPC_TIMEOUT_MS);

@@ -1,10 +1,12 @@
-//! A local network on one machine: keys, one `node.toml` per validator,
-//! and the `devnet.json` that tools read to find the nodes. Used by
-//! `remit devnet` and by the multi-process tests.
+//! A local network on one machine: keys, one `node.toml` per node
+//! (validators, then member gateways that are not validators), and the
+//! `devnet.json` that tools read to find the nodes. Used by `remit devnet`
+//! and by the multi-process tests.
 //!
 //! Layout of a devnet directory:
-//! `keys/` (network.json, key files, TLS material), `<participant>/node.toml`,
-//! `<participant>/data/` (the node's data directory), `devnet.json`.
+//! `keys/` (network.json, key files, `governance/key-<i>.hex`, TLS
+//! material), `<participant>/node.toml`, `<participant>/data/` (the node's
+//! data directory), `devnet.json`.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,7 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use remit_settlement::network::{
-    generate_network, write_network, NetworkConfig, NetworkShape, IDENTITY_KEY_FILE, KEY_SHARE_FILE, NETWORK_FILE,
+    generate_network, governance_key_path, write_network, NetworkConfig, NetworkShape, NodeRole, IDENTITY_KEY_FILE,
+    KEY_SHARE_FILE, NETWORK_FILE,
 };
 
 use crate::api::auth::{generate_key, hash_key, ApiClientConfig};
@@ -57,6 +60,8 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> DevnetError {
 pub struct DevnetNode {
     /// Participant id.
     pub name: String,
+    /// `validator` or `gateway`.
+    pub role: NodeRole,
     /// Process id (0 until started).
     pub pid: u32,
     /// Peer gRPC address, host:port.
@@ -86,6 +91,10 @@ pub struct DevnetFile {
     /// served at each node's `api_url`).
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, String>,
+    /// The governance secret key files (`keys/governance/key-<i>.hex`), in
+    /// the order of network.json's `governance.keys`.
+    #[serde(default)]
+    pub governance_keys: Vec<PathBuf>,
 }
 
 impl DevnetFile {
@@ -111,6 +120,8 @@ pub struct DevnetOptions {
     pub dir: PathBuf,
     /// Number of validators.
     pub validators: usize,
+    /// Number of member gateways that are not validators.
+    pub gateways: usize,
     /// First peer port.
     pub base_port: u16,
     /// Mutual TLS between nodes.
@@ -208,6 +219,17 @@ pub fn prepare(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<DevnetNode
 /// Participant -> the devnet wallet client's API key.
 pub type ApiKeys = std::collections::BTreeMap<String, String>;
 
+/// The governance key files of a devnet's keys directory, in key order.
+pub fn governance_key_files(options: &DevnetOptions, network: &NetworkConfig) -> Result<Vec<PathBuf>, DevnetError> {
+    let keys = options.dir.join(KEYS_SUBDIR);
+    (0..network.governance.keys.len())
+        .map(|i| {
+            let path = governance_key_path(&keys, i);
+            path.canonicalize().map_err(|e| file_error(&path, e))
+        })
+        .collect()
+}
+
 /// [`prepare`], also returning participant -> wallet API key.
 pub fn prepare_with_keys(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<DevnetNode>, ApiKeys), DevnetError> {
     let keys = options.dir.join(KEYS_SUBDIR);
@@ -215,105 +237,176 @@ pub fn prepare_with_keys(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<
     if !network_path.exists() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| DevnetError::Mismatch(e.to_string()))?;
         let now_ms = u64::try_from(now.as_millis()).map_err(|e| DevnetError::Mismatch(e.to_string()))?;
-        let generated =
-            generate_network(NetworkShape::validators(options.validators), now_ms).map_err(DevnetError::Mismatch)?;
+        let shape = NetworkShape { gateways: options.gateways, ..NetworkShape::validators(options.validators) };
+        let generated = generate_network(shape, now_ms).map_err(DevnetError::Mismatch)?;
         write_network(&generated, &keys).map_err(|e| file_error(&keys, e))?;
     }
     let network = NetworkConfig::load(&network_path).map_err(|e| file_error(&network_path, e))?;
-    if network.validators.count as usize != options.validators {
+    let gateways = network.participants.iter().filter(|p| p.validator_index.is_none()).count();
+    if network.validators.count as usize != options.validators || gateways != options.gateways {
         return Err(DevnetError::Mismatch(format!(
-            "{} holds a {}-validator network; remove it or pass --validators {}",
+            "{} holds a network of {} validators and {gateways} gateways; remove it or pass --validators {} --gateways {gateways}",
             options.dir.display(),
             network.validators.count,
-            network.validators.count
+            network.validators.count,
         )));
     }
-    let names: Vec<String> = network.validators.members.iter().map(|m| m.participant.to_string()).collect();
+    let names: Vec<String> = network.participants.iter().map(|p| p.id.to_string()).collect();
     if options.tls && !keys.join(CA_CERT_FILE).exists() {
         generate_tls(&keys, &names).map_err(|e| file_error(&keys, e))?;
     }
-    let peer_port = |i: usize| options.base_port + u16::try_from(i).expect("validators bounded by VALIDATORS_MAX");
     let peers: Vec<PeerEntry> = names
         .iter()
         .enumerate()
-        .map(|(i, name)| PeerEntry { participant: name.clone(), address: format!("127.0.0.1:{}", peer_port(i)) })
+        .map(|(i, name)| PeerEntry {
+            participant: name.clone(),
+            address: format!("127.0.0.1:{}", peer_port(options, i)),
+        })
         .collect();
+    let shared = shared_files(options, &network)?;
+    let mut api_keys = std::collections::BTreeMap::new();
+    let mut nodes = Vec::with_capacity(names.len());
+    for (i, participant) in network.participants.iter().enumerate() {
+        let name = participant.id.to_string();
+        let role = network.role_of(&participant.id);
+        let (node, api_key) = write_node(options, &shared, &name, role, i, &peers)?;
+        api_keys.insert(name, api_key);
+        nodes.push(node);
+    }
+    Ok((network, nodes, api_keys))
+}
+
+/// Files every node of a devnet reads: corridors and rates.
+struct SharedFiles {
+    corridors: PathBuf,
+    rates: PathBuf,
+}
+
+fn shared_files(options: &DevnetOptions, network: &NetworkConfig) -> Result<SharedFiles, DevnetError> {
     let corridors_path = options.dir.join("corridors.toml");
-    std::fs::write(&corridors_path, devnet_corridors(&network)).map_err(|e| file_error(&corridors_path, e))?;
+    std::fs::write(&corridors_path, devnet_corridors(network)).map_err(|e| file_error(&corridors_path, e))?;
     let rates_path = options.dir.join("rates.toml");
     if !rates_path.exists() {
         std::fs::write(&rates_path, devnet_rates()).map_err(|e| file_error(&rates_path, e))?;
     }
-    let corridors_path = corridors_path.canonicalize().map_err(|e| file_error(&corridors_path, e))?;
-    let rates_path = rates_path.canonicalize().map_err(|e| file_error(&rates_path, e))?;
-    let mut api_keys = std::collections::BTreeMap::new();
-    let mut nodes = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
-        let api_key = wallet_key(&keys, name)?;
-        let node_dir = options.dir.join(name);
-        std::fs::create_dir_all(&node_dir).map_err(|e| file_error(&node_dir, e))?;
-        let node_dir = node_dir.canonicalize().map_err(|e| file_error(&node_dir, e))?;
-        let keys = keys.canonicalize().map_err(|e| file_error(&keys, e))?;
-        let http_port = peer_port(i) + HTTP_PORT_OFFSET;
-        let config = NodeConfig {
-            node: NodeSection {
-                participant: name.clone(),
-                data_dir: node_dir.join("data"),
-                network: keys.join(NETWORK_FILE),
-                key_share: keys.join(name).join(KEY_SHARE_FILE),
-                identity_key: keys.join(name).join(IDENTITY_KEY_FILE),
-            },
-            peer: PeerSection { listen: ([127, 0, 0, 1], peer_port(i)).into() },
-            http: HttpSection { listen: ([127, 0, 0, 1], http_port).into() },
-            peers: peers.clone(),
-            tls: if options.tls {
-                TlsSection {
-                    enabled: true,
-                    ca_cert: Some(keys.join(CA_CERT_FILE)),
-                    cert: Some(keys.join(name).join(NODE_CERT_FILE)),
-                    key: Some(keys.join(name).join(NODE_KEY_FILE)),
-                }
-            } else {
-                TlsSection::default()
-            },
-            block: BlockSection::default(),
-            raft: RaftSection::default(),
-            log: LogSection { format: options.log_format.clone(), ..LogSection::default() },
-            testing: TestingSection::default(),
-            api: Some(ApiSection {
-                listen: None,
-                clients: vec![ApiClientConfig {
-                    id: wallet_client_id(name),
-                    key_sha256: hash_key(&api_key),
-                    rate_per_second: 100_000,
-                    burst: 200_000,
-                    webhook_url: None,
-                    webhook_secret_file: None,
-                }],
-            }),
-            remittance: RemittanceSection {
-                corridors_file: Some(corridors_path.clone()),
-                rates_file: Some(rates_path.clone()),
-                ..RemittanceSection::default()
-            },
-            payout: PayoutSection {
-                closed_accounts: vec![DEVNET_CLOSED_ACCOUNT.to_owned()],
-                ..PayoutSection::default()
-            },
-        };
-        api_keys.insert(name.clone(), api_key);
-        let config_path = node_dir.join("node.toml");
-        let text = toml::to_string_pretty(&config).map_err(|e| file_error(&config_path, e))?;
-        std::fs::write(&config_path, text).map_err(|e| file_error(&config_path, e))?;
-        nodes.push(DevnetNode {
-            name: name.clone(),
-            pid: 0,
-            peer_addr: format!("127.0.0.1:{}", peer_port(i)),
-            api_url: format!("http://127.0.0.1:{http_port}"),
-            metrics_url: format!("http://127.0.0.1:{http_port}/metrics"),
-            data_dir: config.node.data_dir.clone(),
-            config: config_path,
-        });
+    Ok(SharedFiles {
+        corridors: corridors_path.canonicalize().map_err(|e| file_error(&corridors_path, e))?,
+        rates: rates_path.canonicalize().map_err(|e| file_error(&rates_path, e))?,
+    })
+}
+
+fn peer_port(options: &DevnetOptions, i: usize) -> u16 {
+    options.base_port + u16::try_from(i).expect("devnet nodes are bounded by the port range")
+}
+
+/// Writes `<dir>/<name>/node.toml` for the node in slot `i` (its ports) and
+/// returns its `devnet.json` entry and wallet API key. The identity key is
+/// `keys/<name>/identity_ed25519.hex`; a validator also has its key share there.
+fn write_node(
+    options: &DevnetOptions,
+    shared: &SharedFiles,
+    name: &str,
+    role: NodeRole,
+    i: usize,
+    peers: &[PeerEntry],
+) -> Result<(DevnetNode, String), DevnetError> {
+    let keys = options.dir.join(KEYS_SUBDIR);
+    let api_key = wallet_key(&keys, name)?;
+    let node_dir = options.dir.join(name);
+    std::fs::create_dir_all(&node_dir).map_err(|e| file_error(&node_dir, e))?;
+    let node_dir = node_dir.canonicalize().map_err(|e| file_error(&node_dir, e))?;
+    let keys = keys.canonicalize().map_err(|e| file_error(&keys, e))?;
+    let peer_port = peer_port(options, i);
+    let http_port = peer_port + HTTP_PORT_OFFSET;
+    let config = NodeConfig {
+        node: NodeSection {
+            participant: name.to_owned(),
+            data_dir: node_dir.join("data"),
+            network: keys.join(NETWORK_FILE),
+            key_share: (role == NodeRole::Validator).then(|| keys.join(name).join(KEY_SHARE_FILE)),
+            identity_key: keys.join(name).join(IDENTITY_KEY_FILE),
+        },
+        peer: PeerSection { listen: ([127, 0, 0, 1], peer_port).into() },
+        http: HttpSection { listen: ([127, 0, 0, 1], http_port).into() },
+        peers: peers.to_vec(),
+        tls: if options.tls {
+            TlsSection {
+                enabled: true,
+                ca_cert: Some(keys.join(CA_CERT_FILE)),
+                cert: Some(keys.join(name).join(NODE_CERT_FILE)),
+                key: Some(keys.join(name).join(NODE_KEY_FILE)),
+            }
+        } else {
+            TlsSection::default()
+        },
+        block: BlockSection::default(),
+        raft: RaftSection::default(),
+        log: LogSection { format: options.log_format.clone(), ..LogSection::default() },
+        testing: TestingSection::default(),
+        api: Some(ApiSection {
+            listen: None,
+            clients: vec![ApiClientConfig {
+                id: wallet_client_id(name),
+                key_sha256: hash_key(&api_key),
+                rate_per_second: 100_000,
+                burst: 200_000,
+                webhook_url: None,
+                webhook_secret_file: None,
+            }],
+        }),
+        remittance: RemittanceSection {
+            corridors_file: Some(shared.corridors.clone()),
+            rates_file: Some(shared.rates.clone()),
+            ..RemittanceSection::default()
+        },
+        payout: PayoutSection { closed_accounts: vec![DEVNET_CLOSED_ACCOUNT.to_owned()], ..PayoutSection::default() },
+    };
+    let config_path = node_dir.join("node.toml");
+    let text = toml::to_string_pretty(&config).map_err(|e| file_error(&config_path, e))?;
+    std::fs::write(&config_path, text).map_err(|e| file_error(&config_path, e))?;
+    let node = DevnetNode {
+        name: name.to_owned(),
+        role,
+        pid: 0,
+        peer_addr: format!("127.0.0.1:{peer_port}"),
+        api_url: format!("http://127.0.0.1:{http_port}"),
+        metrics_url: format!("http://127.0.0.1:{http_port}/metrics"),
+        data_dir: config.node.data_dir.clone(),
+        config: config_path,
+    };
+    Ok((node, api_key))
+}
+
+/// Prepares a node for a member gateway registered after genesis (not in
+/// network.json): writes a fresh identity key to `keys/<name>/` and the
+/// node's `node.toml` in slot `slot` (after the genesis nodes), listing
+/// `peers` (the genesis nodes) and itself. Returns the node and its wallet
+/// API key; the caller registers `name` by governance with the identity's
+/// public key ([`member_identity`]) before the node can transact.
+pub fn prepare_member(
+    options: &DevnetOptions,
+    network: &NetworkConfig,
+    name: &str,
+    slot: usize,
+    peers: &[PeerEntry],
+) -> Result<(DevnetNode, String), DevnetError> {
+    let keys = options.dir.join(KEYS_SUBDIR);
+    let identity_path = keys.join(name).join(IDENTITY_KEY_FILE);
+    std::fs::create_dir_all(keys.join(name)).map_err(|e| file_error(&keys, e))?;
+    if !identity_path.exists() {
+        let identity = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        remit_settlement::network::write_secret_file(&identity_path, hex::encode(identity.to_bytes()).as_bytes())
+            .map_err(|e| file_error(&identity_path, e))?;
     }
-    Ok((network, nodes, api_keys))
+    let shared = shared_files(options, network)?;
+    let mut peers = peers.to_vec();
+    peers.push(PeerEntry { participant: name.to_owned(), address: format!("127.0.0.1:{}", peer_port(options, slot)) });
+    write_node(options, &shared, name, NodeRole::Gateway, slot, &peers)
+}
+
+/// The public key (hex) of a member's identity key written by [`prepare_member`].
+pub fn member_identity(options: &DevnetOptions, name: &str) -> Result<String, DevnetError> {
+    let path = options.dir.join(KEYS_SUBDIR).join(name).join(IDENTITY_KEY_FILE);
+    let key = remit_settlement::network::load_identity_key(&path).map_err(|e| file_error(&path, e))?;
+    Ok(hex::encode(key.verifying_key().to_bytes()))
 }

@@ -24,6 +24,11 @@ pub struct Metrics {
     pub certify_latency: Histogram,
     /// Signature shares received that failed verification or named another block.
     pub shares_rejected: IntCounter,
+    /// Blocks from peers refused (catch-up or following): a body that does
+    /// not match its header, a certificate that does not verify.
+    pub blocks_refused: IntCounter,
+    /// Size of the ledger's duplicate index (transfers remembered).
+    pub index_transfers: IntGauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -70,6 +75,16 @@ impl Metrics {
                 vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
             ),
             shares_rejected: counter(&registry, "remit_shares_rejected_total", "Signature shares rejected"),
+            blocks_refused: counter(
+                &registry,
+                "remit_blocks_refused_total",
+                "Blocks from peers refused because they do not verify",
+            ),
+            index_transfers: gauge(
+                &registry,
+                "remit_index_transfers",
+                "Transfers remembered by the ledger's duplicate index",
+            ),
             registry,
         }
     }

@@ -40,6 +40,9 @@ pub enum StoreError {
     /// Stored data contradicts itself.
     #[error("store corrupt: {0}")]
     Corrupt(String),
+    /// A write failed (injected by fault tests, see [`SledLedgerStore::fail_writes_from`]).
+    #[error("store write failed: {0}")]
+    WriteFailed(String),
 }
 
 /// Durable storage of blocks, certificates, the duplicate index and state.
@@ -112,6 +115,9 @@ pub trait LedgerStore: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SledLedgerStore {
     db: sled::Db,
+    /// Fault injection: block writes at or above this height fail
+    /// (`u64::MAX`: none).
+    fail_from: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn meta_key(key: &str) -> Vec<u8> {
@@ -196,7 +202,20 @@ impl SledLedgerStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open()?;
-        Ok(Self { db })
+        Ok(Self { db, fail_from: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)) })
+    }
+
+    /// Fault injection for tests of the fail-stop: from now on, storing a
+    /// block at `height` or above (and any certificate) fails without writing.
+    pub fn fail_writes_from(&self, height: Height) {
+        self.fail_from.store(height.0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check_injected_failure(&self, height: Height) -> Result<(), StoreError> {
+        if height.0 >= self.fail_from.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::WriteFailed(format!("injected failure writing height {height}")));
+        }
+        Ok(())
     }
 
     /// The underlying database, for other trees of the same node (the
@@ -276,6 +295,7 @@ impl LedgerStore for SledLedgerStore {
         meta: &[(&str, Vec<u8>)],
     ) -> Result<(), StoreError> {
         let height = block.height();
+        self.check_injected_failure(height)?;
         let expected = self.applied_height()?.map_or(Height::GENESIS, Height::next);
         if height != expected {
             return Err(StoreError::Corrupt(format!("append of height {height}, expected {expected}")));
@@ -367,6 +387,7 @@ impl LedgerStore for SledLedgerStore {
     }
 
     fn put_certificate(&self, height: Height, certificate: &Certificate) -> Result<(), StoreError> {
+        self.check_injected_failure(height)?;
         if self.db.get(height_key(PREFIX_BLOCK, height))?.is_none() {
             return Err(StoreError::Corrupt(format!("certificate for missing block {height}")));
         }

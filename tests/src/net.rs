@@ -232,6 +232,8 @@ pub fn pick_base_port(validators: usize) -> anyhow::Result<u16> {
 pub struct NetworkOptions {
     /// Number of validators.
     pub validators: usize,
+    /// Number of member gateways that are not validators (nodes after the validators).
+    pub gateways: usize,
     /// Mutual TLS between nodes (and for the harness's clients).
     pub tls: bool,
     /// Extra environment of individual nodes: (node index, name, value),
@@ -241,7 +243,7 @@ pub struct NetworkOptions {
 
 impl Default for NetworkOptions {
     fn default() -> Self {
-        Self { validators: VALIDATORS, tls: false, node_env: Vec::new() }
+        Self { validators: VALIDATORS, gateways: 0, tls: false, node_env: Vec::new() }
     }
 }
 
@@ -266,6 +268,8 @@ pub struct Network {
     tls: Option<NodeTls>,
     /// Participant -> its devnet wallet client's API key.
     pub api_keys: std::collections::BTreeMap<String, String>,
+    /// How the devnet was prepared (for nodes added later).
+    devnet: DevnetOptions,
     logs_printed: bool,
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -276,10 +280,12 @@ impl Network {
         let serial = NETWORK_LOCK.lock().await;
         let binaries = binaries()?;
         let dir = tempfile::Builder::new().prefix("remit-net-").tempdir().context("creating the network directory")?;
-        let base_port = pick_base_port(options.validators)?;
+        // Room for two members added after genesis.
+        let base_port = pick_base_port(options.validators + options.gateways + 2)?;
         let devnet = DevnetOptions {
             dir: dir.path().to_owned(),
             validators: options.validators,
+            gateways: options.gateways,
             base_port,
             tls: options.tls,
             log_format: "text".into(),
@@ -324,10 +330,16 @@ impl Network {
             clients,
             tls,
             api_keys,
+            devnet,
             logs_printed: false,
             _serial: serial,
         };
-        println!("net harness: {} validators, base port {base_port}, dir {}", options.validators, net.dir().display());
+        println!(
+            "net harness: {} validators, {} gateways, base port {base_port}, dir {}",
+            options.validators,
+            options.gateways,
+            net.dir().display()
+        );
         for i in 0..net.len() {
             net.spawn(&binaries.remitd, i)?;
         }
@@ -432,6 +444,31 @@ impl Network {
             }
         }
         Ok(())
+    }
+
+    /// Prepares and starts a node for `name`, a member gateway not in
+    /// network.json (to be registered by governance); returns its index and
+    /// the public key of its identity (hex).
+    pub fn add_member(&mut self, name: &str) -> anyhow::Result<(usize, String)> {
+        let peers: Vec<remit_gateway::config::PeerEntry> = self
+            .nodes
+            .iter()
+            .map(|n| remit_gateway::config::PeerEntry {
+                participant: n.devnet.name.clone(),
+                address: n.devnet.peer_addr.clone(),
+            })
+            .collect();
+        let slot = self.nodes.len();
+        let (devnet, api_key) = remit_gateway::devnet::prepare_member(&self.devnet, &self.network, name, slot, &peers)
+            .context("preparing the member's node")?;
+        let public_key = remit_gateway::devnet::member_identity(&self.devnet, name)?;
+        self.clients.push(connect_lazy(&devnet.peer_addr, self.tls.as_ref()).context("client for the member")?);
+        self.api_keys.insert(name.to_owned(), api_key);
+        let log = devnet.config.parent().expect("node.toml lies in the node directory").join(LOG_FILE);
+        self.nodes.push(NodeProcess { devnet, env: Vec::new(), log, child: None });
+        let remitd = binaries()?.remitd.clone();
+        self.spawn(&remitd, slot)?;
+        Ok((slot, public_key))
     }
 
     /// Starts node `i` again on its data directory, with its environment.
@@ -595,7 +632,12 @@ impl Network {
         let mut client = self.client(i);
         let mut next = 0;
         while next <= tip {
-            let request = GetBlocksRequest { from_height: next, limit: GET_BLOCKS_LIMIT_MAX, certificates_only: true };
+            let request = GetBlocksRequest {
+                from_height: next,
+                limit: GET_BLOCKS_LIMIT_MAX,
+                certificates_only: true,
+                ..Default::default()
+            };
             let reply = tokio::time::timeout(QUERY_TIMEOUT, client.get_blocks(request))
                 .await
                 .with_context(|| format!("GetBlocks on node {i} timed out"))?
@@ -620,7 +662,7 @@ impl Network {
     /// and whether it carries a certificate.
     pub async fn block_hash_at(&self, i: usize, height: u64) -> anyhow::Result<(Digest32, bool)> {
         let mut client = self.client(i);
-        let request = GetBlocksRequest { from_height: height, limit: 1, certificates_only: false };
+        let request = GetBlocksRequest { from_height: height, limit: 1, ..Default::default() };
         let reply = tokio::time::timeout(QUERY_TIMEOUT, client.get_blocks(request))
             .await
             .with_context(|| format!("GetBlocks on node {i} timed out"))?

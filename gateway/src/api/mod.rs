@@ -84,8 +84,12 @@ pub async fn serve(
     engine: Engine,
     auth: Authenticator,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    serve_router(listen, router(engine, auth)).await
+}
+
+/// Binds and serves `app` (the API, possibly with more routes) until the task is dropped.
+pub async fn serve_router(listen: SocketAddr, app: axum::Router) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    let app = router(engine, auth);
     info!(%listen, "wallet API listening (gRPC and REST)");
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {

@@ -15,6 +15,9 @@ use remit_gateway::node::Node;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Exit status after a failed durable write (EX_IOERR).
+const EXIT_DURABLE_WRITE_FAILED: u8 = 74;
+
 #[derive(Parser, Debug)]
 #[command(name = "remitd", version, about = "A remit gateway node")]
 struct Args {
@@ -49,10 +52,23 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_shutdown().await;
-        tracing::info!("shutdown requested");
+        let fail_stop = node.fail_stop.clone();
+        let code = tokio::select! {
+            () = wait_for_shutdown() => {
+                tracing::info!("shutdown requested");
+                ExitCode::SUCCESS
+            }
+            reason = fail_stop.stopped() => {
+                // Fail-stop: memory was rewound to the disk; carrying on
+                // could serve or sign what was never stored. Restarting
+                // reopens the store and catches up from the peers.
+                tracing::error!(%reason, "stopping: a durable write failed");
+                eprintln!("remitd: stopping: a durable write failed: {reason}");
+                ExitCode::from(EXIT_DURABLE_WRITE_FAILED)
+            }
+        };
         node.shutdown().await;
-        ExitCode::SUCCESS
+        code
     })
 }
 

@@ -15,14 +15,16 @@ use std::time::{Duration, Instant};
 use remit_proto::v1::{CertificateMessage, GetBlocksRequest, ShareMessage};
 use remit_settlement::block::{Block, BlockHeader};
 use remit_settlement::certify::{Certificate, CertificationMessage, CertifyError, Share, ValidatorKey, ValidatorSet};
+use remit_settlement::chain::ChainError;
 use remit_settlement::hash::Digest32;
 use remit_settlement::ids::Height;
 use remit_settlement::replica::state_machine::lock;
-use remit_settlement::replica::{AppliedBlock, SharedChain};
+use remit_settlement::replica::{AppliedBlock, FailStop, SharedChain};
 use remit_settlement::store::LedgerStore;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use super::follower::CertifiedHeight;
 use super::peers::Peers;
 use crate::constants::{
     CATCH_UP_INTERVAL_MS, CERTIFICATE_FETCH_AFTER_MS, EARLY_SHARE_HEIGHTS_MAX, GET_BLOCKS_LIMIT_MAX,
@@ -66,6 +68,26 @@ pub struct Certifier {
     opened_max: u64,
     early: BTreeMap<u64, Vec<(Digest32, Share)>>,
     early_certificates: BTreeMap<u64, Vec<CertificateMessage>>,
+    certified: CertifiedHeight,
+    fail_stop: FailStop,
+    /// Rotates the first peer asked for history, so one peer that serves
+    /// bad blocks cannot stall the backfill.
+    backfill_turn: usize,
+}
+
+/// The rest of what a certification round needs besides the keys and the chain.
+#[derive(Debug)]
+pub struct CertifierLinks {
+    /// Clients to the other validators.
+    pub peers: Peers,
+    /// The node's metrics.
+    pub metrics: Metrics,
+    /// Published when a certificate is stored (long polls wait on it).
+    pub certified: CertifiedHeight,
+    /// Raised when a durable write fails.
+    pub fail_stop: FailStop,
+    /// Fault injection: send forged shares (a Byzantine validator).
+    pub forge_shares: bool,
 }
 
 impl std::fmt::Debug for Certifier {
@@ -89,10 +111,9 @@ impl Certifier {
         key: ValidatorKey,
         validators: ValidatorSet,
         chain: SharedChain,
-        peers: Peers,
-        metrics: Metrics,
-        forge_shares: bool,
+        links: CertifierLinks,
     ) -> Self {
+        let CertifierLinks { peers, metrics, certified, fail_stop, forge_shares } = links;
         Self {
             me,
             key: Arc::new(key),
@@ -105,6 +126,9 @@ impl Certifier {
             opened_max: 0,
             early: BTreeMap::new(),
             early_certificates: BTreeMap::new(),
+            certified,
+            fail_stop,
+            backfill_turn: 0,
         }
     }
 
@@ -215,6 +239,7 @@ impl Certifier {
                     }
                     Err(e) => {
                         error!(error = %e, height, "cannot record the signed height; not signing");
+                        self.fail_stop.stop(format!("recording the block signed at height {height}: {e}"));
                         return;
                     }
                 }
@@ -241,7 +266,7 @@ impl Certifier {
             validator: share.validator,
             share: share.to_bytes().to_vec(),
         };
-        for (_, mut client) in self.peers.others(self.me) {
+        for (_, mut client) in self.peers.others(Some(self.me)) {
             let message = message.clone();
             tokio::spawn(async move {
                 if let Err(status) = client.gossip_share(message).await {
@@ -337,8 +362,12 @@ impl Certifier {
         };
         if let Err(e) = stored {
             error!(error = %e, height, "storing a certificate failed");
+            if matches!(e, ChainError::Store(_) | ChainError::Stopped(_)) {
+                self.fail_stop.stop(format!("storing the certificate of block {height}: {e}"));
+            }
             return;
         }
+        self.certified.publish(height);
         self.metrics.certify_latency.observe(round.applied_at.elapsed().as_secs_f64());
         if let Some(certified) = lock(&self.chain).certified_height() {
             self.metrics.certified_height.set(i64::try_from(certified.0).unwrap_or(i64::MAX));
@@ -350,7 +379,7 @@ impl Certifier {
                 block_hash: round.hash.0.to_vec(),
                 certificate: certificate.to_bytes().to_vec(),
             };
-            for (_, mut client) in self.peers.others(self.me) {
+            for (_, mut client) in self.peers.others(Some(self.me)) {
                 let message = message.clone();
                 tokio::spawn(async move {
                     let _ = client.gossip_certificate(message).await;
@@ -409,9 +438,14 @@ impl Certifier {
     }
 
     async fn fetch_certificates(&mut self, from: u64) {
-        let clients: Vec<_> = self.peers.others(self.me).collect();
+        let clients: Vec<_> = self.peers.others(Some(self.me)).collect();
         for (_, mut client) in clients {
-            let request = GetBlocksRequest { from_height: from, limit: GET_BLOCKS_LIMIT_MAX, certificates_only: true };
+            let request = GetBlocksRequest {
+                from_height: from,
+                limit: GET_BLOCKS_LIMIT_MAX,
+                certificates_only: true,
+                ..Default::default()
+            };
             let Ok(response) = client.get_blocks(request).await else { continue };
             for encoded in response.into_inner().blocks {
                 if encoded.certificate.is_empty() {
@@ -433,33 +467,62 @@ impl Certifier {
     }
 
     /// Fills the history gap a snapshot install leaves, from the top down.
+    /// Every block is checked like any other (`Chain::backfill`: roots
+    /// recomputed from the body, link to the block above, certificate); a
+    /// peer that serves one that does not verify is counted and the next
+    /// peer asked.
     async fn backfill(&mut self) {
         let gap = lock(&self.chain).store().history_gap();
         let Ok(Some((start, end))) = gap else { return };
         let from = end.0.saturating_sub(u64::from(GET_BLOCKS_LIMIT_MAX) - 1).max(start.0);
-        let clients: Vec<_> = self.peers.others(self.me).collect();
-        for (_, mut client) in clients {
-            let request = GetBlocksRequest { from_height: from, limit: GET_BLOCKS_LIMIT_MAX, certificates_only: false };
+        let mut clients: Vec<_> = self.peers.others(Some(self.me)).collect();
+        if clients.is_empty() {
+            return;
+        }
+        let turn = self.backfill_turn % clients.len();
+        clients.rotate_left(turn);
+        for (peer, mut client) in clients {
+            let request = GetBlocksRequest {
+                from_height: from,
+                limit: GET_BLOCKS_LIMIT_MAX,
+                certificates_only: false,
+                ..Default::default()
+            };
             let Ok(response) = client.get_blocks(request).await else { continue };
             let mut blocks = response.into_inner().blocks;
             blocks.sort_by_key(|b| std::cmp::Reverse(b.height));
             let chain = self.chain.clone();
-            let (filled, uncertified) = blocking(move || {
+            let (filled, uncertified, refused) = blocking(move || {
                 let mut chain = lock(&chain);
                 let mut filled = 0;
                 let mut uncertified = Vec::new();
+                let mut refused = None;
                 for encoded in blocks.into_iter().filter(|b| b.height >= from && b.height <= end.0) {
-                    let Ok(block) = Block::decode(&encoded.block) else { break };
+                    let block = match Block::decode(&encoded.block) {
+                        Ok(block) => block,
+                        Err(e) => {
+                            refused = Some(Err(format!("block {}: {e}", encoded.height)));
+                            break;
+                        }
+                    };
                     let certificate = Certificate::from_bytes(&encoded.certificate);
-                    if chain.backfill(&block, certificate.as_ref()).is_err() {
-                        break;
+                    match chain.backfill(&block, certificate.as_ref()) {
+                        Ok(()) => {}
+                        Err(error @ (ChainError::Store(_) | ChainError::Stopped(_))) => {
+                            refused = Some(Ok(error.to_string()));
+                            break;
+                        }
+                        Err(error) => {
+                            refused = Some(Err(error.to_string()));
+                            break;
+                        }
                     }
                     if certificate.is_none() {
                         uncertified.push(block.header);
                     }
                     filled += 1;
                 }
-                (filled, uncertified)
+                (filled, uncertified, refused)
             })
             .await;
             // Backfilled blocks the peer had not certified yet get a round
@@ -469,8 +532,20 @@ impl Certifier {
                     self.open_round(header);
                 }
             }
+            match refused {
+                Some(Ok(fatal)) => {
+                    self.fail_stop.stop(format!("backfill: {fatal}"));
+                    return;
+                }
+                Some(Err(reason)) => {
+                    self.metrics.blocks_refused.inc();
+                    warn!(peer, %reason, "refused a backfilled block from a peer; asking the next one");
+                    self.backfill_turn += 1;
+                }
+                None => {}
+            }
             if filled > 0 {
-                info!(filled, "history backfilled");
+                info!(filled, peer, "history backfilled");
                 return;
             }
         }

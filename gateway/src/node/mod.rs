@@ -1,8 +1,19 @@
-//! A running node: ledger chain, Raft replication, certification round,
-//! batch intake, peer gRPC server and HTTP health/metrics server.
+//! A running node. Every node holds the ledger chain, serves the peer gRPC
+//! API, the HTTP health, metrics and governance endpoints, and runs the
+//! remittance engine of its participant. What else it runs depends on its
+//! role in `network.json`:
+//!
+//! - a **validator** (holds a BLS key share) runs Raft replication, the
+//!   block proposer (batch intake, block cutting) and the certification round;
+//! - a **gateway** (a member institution without a key share) follows the
+//!   certified chain from the validators, verifying and replaying every
+//!   block ([`follower`]), and submits its batches and reports to them
+//!   ([`intake::RemoteIntake`]). It has no Raft vote and signs no shares.
 
 pub mod certifier;
+pub mod follower;
 pub mod http;
+pub mod intake;
 pub mod peers;
 pub mod proposer;
 pub mod raft_network;
@@ -16,11 +27,11 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use remit_compliance::PassThrough;
 use remit_proto::v1::peer_server::PeerServer;
 use remit_settlement::chain::Chain;
-use remit_settlement::network::{load_identity_key, load_validator_key, NetworkConfig};
+use remit_settlement::network::{load_identity_key, load_validator_key, NetworkConfig, NodeRole};
 use remit_settlement::replica::state_machine::lock;
-use remit_settlement::replica::{AppliedBlock, LedgerStateMachine, Raft, SharedChain, SledRaftLog};
+use remit_settlement::replica::{AppliedBlock, FailStop, LedgerStateMachine, Raft, SharedChain, SledRaftLog};
 use remit_settlement::store::SledLedgerStore;
-use remit_settlement::{ParticipantId, SignatureCheck};
+use remit_settlement::{Height, ParticipantId, SignatureCheck};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -33,8 +44,10 @@ use crate::remittance::recent::RecentBlocks;
 use crate::remittance::{Corridors, FileRateSource, RateSource, RateTable, StaticRates};
 use crate::tls::NodeTls;
 use crate::webhook::{RetryPolicy, WebhookDispatcher, WebhookEndpoint};
-use certifier::{Certifier, CertifierEvent};
-use peers::Peers;
+use certifier::{Certifier, CertifierEvent, CertifierLinks};
+use follower::{CertifiedHeight, ChainFollower};
+use intake::{LeaderHint, LedgerIntake, RemoteIntake};
+use peers::{PeerAddress, Peers};
 use proposer::Proposer;
 use raft_network::RaftNetworkFactoryImpl;
 use service::PeerService;
@@ -69,36 +82,99 @@ fn setup(e: impl std::fmt::Display) -> NodeError {
     NodeError::Setup(e.to_string())
 }
 
+/// What only one role has: a validator's Raft and index, a gateway's view
+/// of who leads the validators.
+#[derive(Clone)]
+pub enum RoleParts {
+    /// A validator.
+    Validator {
+        /// Its validator index.
+        me: u64,
+        /// Its Raft instance.
+        raft: Raft,
+    },
+    /// A gateway that is not a validator.
+    Gateway {
+        /// The leader as last reported by a validator.
+        leader: LeaderHint,
+    },
+}
+
+impl std::fmt::Debug for RoleParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoleParts::Validator { me, .. } => write!(f, "Validator({me})"),
+            RoleParts::Gateway { .. } => f.write_str("Gateway"),
+        }
+    }
+}
+
+impl RoleParts {
+    /// The role.
+    pub fn role(&self) -> NodeRole {
+        match self {
+            RoleParts::Validator { .. } => NodeRole::Validator,
+            RoleParts::Gateway { .. } => NodeRole::Gateway,
+        }
+    }
+
+    /// The Raft instance, on a validator.
+    pub fn raft(&self) -> Option<&Raft> {
+        match self {
+            RoleParts::Validator { raft, .. } => Some(raft),
+            RoleParts::Gateway { .. } => None,
+        }
+    }
+
+    /// This node's validator index, on a validator.
+    pub fn validator_index(&self) -> Option<u64> {
+        match self {
+            RoleParts::Validator { me, .. } => Some(*me),
+            RoleParts::Gateway { .. } => None,
+        }
+    }
+
+    /// The Raft leader's validator index as this node knows it.
+    pub fn leader(&self) -> Option<u64> {
+        match self {
+            RoleParts::Validator { raft, .. } => raft.metrics().borrow().current_leader,
+            RoleParts::Gateway { leader } => leader.get(),
+        }
+    }
+}
+
 /// A started node.
 pub struct Node {
-    /// Validator index.
-    pub me: u64,
-    /// Raft handle.
-    pub raft: Raft,
+    /// Validator or gateway, with the parts of that role.
+    pub role: RoleParts,
     /// The chain.
     pub chain: SharedChain,
+    /// Raised when a durable write fails: the node must exit.
+    pub fail_stop: FailStop,
     servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Node(validator {})", self.me)
+        write!(f, "Node({:?})", self.role)
     }
 }
 
+/// What the role-specific start returns.
+struct RoleStart {
+    parts: RoleParts,
+    intake: Arc<dyn LedgerIntake>,
+    certifier: Option<mpsc::UnboundedSender<CertifierEvent>>,
+}
+
 impl Node {
-    /// Opens the ledger, starts Raft, the certification round and both servers.
+    /// Opens the ledger, starts the parts of this node's role, the
+    /// remittance engine and the servers.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
         let network = NetworkConfig::load(&config.node.network).map_err(setup)?;
         let participant = ParticipantId::new(config.node.participant.clone())
             .map_err(|e| NodeError::Setup(format!("config key `node.participant`: {e}")))?;
-        let me = network.participant(&participant).and_then(|p| p.validator_index).ok_or_else(|| {
-            setup(format!("config key `node.participant`: {participant} is not a validator in network.json"))
-        })?;
-        let key = load_validator_key(&config.node.key_share).map_err(setup)?;
-        if key.index() != me {
-            return Err(setup(format!("config key `node.key_share`: holds validator {}, not {me}", key.index())));
-        }
+        let role = network.role_of(&participant);
         let addresses = peer_addresses(&config, &network)?;
         let tls = if config.tls.enabled {
             let (Some(ca), Some(cert), Some(tls_key)) = (&config.tls.ca_cert, &config.tls.cert, &config.tls.key) else {
@@ -108,90 +184,69 @@ impl Node {
         } else {
             None
         };
-        let me = u64::from(me);
 
         let ledger_dir = config.node.data_dir.join(LEDGER_SUBDIR);
         std::fs::create_dir_all(&ledger_dir).map_err(|e| setup(format!("{}: {e}", ledger_dir.display())))?;
         let store = SledLedgerStore::open(&ledger_dir)?;
+        if let Some(height) = config.testing.fail_ledger_writes_from_height {
+            store.fail_writes_from(Height(height));
+        }
         let raft_log = SledRaftLog::open(store.db()).map_err(setup)?;
         let mut chain = Chain::open(store, Some(&network))?;
-        let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<AppliedBlock>();
         if chain.tip().is_none() {
             // Every node derives the same genesis block from network.json.
             let (genesis, _) = chain.append(network.genesis_proposal(), SignatureCheck::Verify, |_| None)?;
             info!(hash = %genesis.hash(), "genesis block applied");
         }
-        let validators = chain.validators().clone();
+        let certified = CertifiedHeight::new(chain.certified_height().map(|h| h.0));
         let chain: SharedChain = Arc::new(Mutex::new(chain));
         let metrics = Metrics::new();
-
-        let peers = Peers::new(addresses.clone(), tls.as_ref()).map_err(setup)?;
-        let raft_config = Config {
-            cluster_name: network.chain_id.to_string(),
-            heartbeat_interval: config.raft.heartbeat_ms,
-            election_timeout_min: config.raft.election_timeout_min_ms,
-            election_timeout_max: config.raft.election_timeout_max_ms,
-            max_payload_entries: RAFT_APPEND_ENTRIES_MAX,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_blocks),
-            max_in_snapshot_log_to_keep: config.raft.snapshot_every_blocks / 2,
-            purge_batch_size: 1,
-            ..Default::default()
-        };
-        let raft_config = Arc::new(raft_config.validate().map_err(setup)?);
-        let state_machine =
-            LedgerStateMachine::new(chain.clone(), applied_tx, remit_settlement::replica::FailStop::new());
-        let raft = Raft::new(me, raft_config, RaftNetworkFactoryImpl::new(peers.clone()), raft_log, state_machine)
-            .await
-            .map_err(setup)?;
-        if !raft.is_initialized().await.map_err(setup)? {
-            let members: BTreeMap<u64, BasicNode> =
-                addresses.iter().map(|(index, address)| (*index, BasicNode { addr: address.clone() })).collect();
-            if let Err(error) = raft.initialize(members).await {
-                warn!(%error, "raft initialize (another node may have initialised the cluster)");
-            }
-        }
-
-        let (certifier_tx, certifier_rx) = mpsc::unbounded_channel();
-        let certifier = Certifier::new(
-            me,
-            key,
-            validators,
-            chain.clone(),
-            peers.clone(),
-            metrics.clone(),
-            config.testing.forge_shares,
-        );
-        let mut servers = vec![tokio::spawn(certifier.run(certifier_rx))];
-        let forward = certifier_tx.clone();
+        let fail_stop = FailStop::new();
+        let peers = Peers::new(&addresses, tls.as_ref()).map_err(setup)?;
         let recent_blocks = RecentBlocks::default();
-        let keep = recent_blocks.clone();
-        servers.push(tokio::spawn(async move {
-            while let Some(applied) = applied_rx.recv().await {
-                if let Some(block) = &applied.block {
-                    keep.insert(block.clone());
-                }
-                if forward.send(CertifierEvent::Applied(applied)).is_err() {
-                    return;
-                }
+        let mut servers = Vec::new();
+        let links = RoleLinks {
+            chain: chain.clone(),
+            peers: peers.clone(),
+            metrics: metrics.clone(),
+            recent_blocks: recent_blocks.clone(),
+            certified: certified.clone(),
+            fail_stop: fail_stop.clone(),
+        };
+        let started = match role {
+            NodeRole::Validator => {
+                start_validator(&config, &network, &participant, &addresses, raft_log, links, &mut servers).await?
             }
-        }));
-        let proposer = Proposer::new(me, raft.clone(), peers.clone(), metrics.clone(), config.block.clone());
-        servers.push(tokio::spawn(proposer.clone().run()));
+            NodeRole::Gateway => {
+                if config.node.key_share.is_some() {
+                    warn!(participant = %participant, "config key `node.key_share` ignored: not a validator in network.json");
+                }
+                start_gateway(links, &mut servers)
+            }
+        };
+        let RoleStart { parts, intake, certifier } = started;
 
-        let ledger =
-            LedgerAccess { proposer: proposer.clone(), chain: chain.clone(), peers: peers.clone(), recent_blocks };
+        let ledger = LedgerAccess { intake: intake.clone(), chain: chain.clone(), peers: peers.clone(), recent_blocks };
         // The gateway's private records (customer data) live apart from the
         // ledger, so a ledger directory can be handed to an auditor as is.
         let gateway_dir = config.node.data_dir.join(GATEWAY_SUBDIR);
         let (gateway_db, journal_path) = open_gateway_store(&gateway_dir)?;
         let engine = start_engine(&config, &network, &gateway_db, &journal_path, ledger)?;
+        let governance = http::GovernanceEndpoint {
+            chain_id: network.chain_id.clone(),
+            governance: network.governance.clone(),
+            intake: intake.clone(),
+            chain: chain.clone(),
+        };
         // The wallet API on its own listener, or beside health and metrics.
         let mut wallet_api = None;
         if let Some(api) = &config.api {
             let auth = Authenticator::new(&api.clients).map_err(setup)?;
             match api.listen {
                 Some(listen) => {
-                    let handle = crate::api::serve(listen, engine.clone(), auth)
+                    let router =
+                        crate::api::router(engine.clone(), auth).merge(http::governance_router(governance.clone()));
+                    let handle = crate::api::serve_router(listen, router)
                         .await
                         .map_err(|e| NodeError::Server(format!("config key `api.listen` ({listen}): {e}")))?;
                     servers.push(handle);
@@ -200,10 +255,17 @@ impl Node {
             }
         }
 
-        let service =
-            PeerServer::new(PeerService::new(raft.clone(), chain.clone(), proposer, certifier_tx, engine.clone()))
-                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        let service = PeerServer::new(PeerService::new(
+            parts.clone(),
+            chain.clone(),
+            intake,
+            certifier,
+            engine.clone(),
+            certified,
+            config.testing.serve_altered_blocks,
+        ))
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &tls {
             builder = builder.tls_config(tls.server()).map_err(|e| NodeError::Server(e.to_string()))?;
@@ -223,12 +285,12 @@ impl Node {
             .await
             .map_err(|e| NodeError::Server(format!("config key `http.listen` ({}): {e}", config.http.listen)))?;
         let mut app = http::router(http::HttpState {
-            raft: raft.clone(),
+            role: parts.clone(),
             chain: chain.clone(),
             metrics,
-            me,
             engine: engine.clone(),
-        });
+        })
+        .merge(http::governance_router(governance));
         if let Some(wallet_api) = wallet_api {
             app = app.merge(wallet_api);
         }
@@ -238,7 +300,8 @@ impl Node {
             }
         }));
         info!(
-            validator = me,
+            role = parts.role().as_str(),
+            validator = ?parts.validator_index(),
             participant = %participant,
             peer = %config.peer.listen,
             http = %config.http.listen,
@@ -246,19 +309,123 @@ impl Node {
             height = lock(&chain).tip().map(|(h, _)| h.0),
             "node started"
         );
-        Ok(Self { me, raft, chain, servers })
+        Ok(Self { role: parts, chain, fail_stop, servers })
     }
 
     /// Stops Raft and the servers; the store is flushed on every write, so
     /// nothing acknowledged is lost.
     pub async fn shutdown(self) {
-        if let Err(error) = self.raft.shutdown().await {
-            warn!(%error, "raft shutdown");
+        if let Some(raft) = self.role.raft() {
+            if let Err(error) = raft.shutdown().await {
+                warn!(%error, "raft shutdown");
+            }
         }
         for server in self.servers {
             server.abort();
         }
         info!("node stopped");
+    }
+}
+
+/// What both roles' start functions share.
+struct RoleLinks {
+    chain: SharedChain,
+    peers: Peers,
+    metrics: Metrics,
+    recent_blocks: RecentBlocks,
+    certified: CertifiedHeight,
+    fail_stop: FailStop,
+}
+
+/// Starts Raft, the certification round and the proposer of a validator.
+async fn start_validator(
+    config: &NodeConfig,
+    network: &NetworkConfig,
+    participant: &ParticipantId,
+    addresses: &[PeerAddress],
+    raft_log: SledRaftLog,
+    links: RoleLinks,
+    servers: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<RoleStart, NodeError> {
+    let RoleLinks { chain, peers, metrics, recent_blocks, certified, fail_stop } = links;
+    let me = network.participant(participant).and_then(|p| p.validator_index).ok_or_else(|| {
+        setup(format!("config key `node.participant`: {participant} is not a validator in network.json"))
+    })?;
+    let key_share = config
+        .node
+        .key_share
+        .as_ref()
+        .ok_or_else(|| setup(format!("config key `node.key_share`: required, {participant} is a validator")))?;
+    let key = load_validator_key(key_share).map_err(setup)?;
+    if key.index() != me {
+        return Err(setup(format!("config key `node.key_share`: holds validator {}, not {me}", key.index())));
+    }
+    let me = u64::from(me);
+    let validators = lock(&chain).validators().clone();
+    let raft_config = Config {
+        cluster_name: network.chain_id.to_string(),
+        heartbeat_interval: config.raft.heartbeat_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
+        max_payload_entries: RAFT_APPEND_ENTRIES_MAX,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_blocks),
+        max_in_snapshot_log_to_keep: config.raft.snapshot_every_blocks / 2,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
+    let raft_config = Arc::new(raft_config.validate().map_err(setup)?);
+    let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<AppliedBlock>();
+    let state_machine = LedgerStateMachine::new(chain.clone(), applied_tx, fail_stop.clone());
+    let raft = Raft::new(me, raft_config, RaftNetworkFactoryImpl::new(peers.clone()), raft_log, state_machine)
+        .await
+        .map_err(setup)?;
+    if !raft.is_initialized().await.map_err(setup)? {
+        let members: BTreeMap<u64, BasicNode> = addresses
+            .iter()
+            .filter_map(|peer| peer.validator.map(|index| (index, BasicNode { addr: peer.address.clone() })))
+            .collect();
+        if let Err(error) = raft.initialize(members).await {
+            warn!(%error, "raft initialize (another node may have initialised the cluster)");
+        }
+    }
+
+    let (certifier_tx, certifier_rx) = mpsc::unbounded_channel();
+    let links = CertifierLinks {
+        peers: peers.clone(),
+        metrics: metrics.clone(),
+        certified,
+        fail_stop,
+        forge_shares: config.testing.forge_shares,
+    };
+    let certifier = Certifier::new(me, key, validators, chain, links);
+    servers.push(tokio::spawn(certifier.run(certifier_rx)));
+    let forward = certifier_tx.clone();
+    servers.push(tokio::spawn(async move {
+        while let Some(applied) = applied_rx.recv().await {
+            if let Some(block) = &applied.block {
+                recent_blocks.insert(block.clone());
+            }
+            if forward.send(CertifierEvent::Applied(applied)).is_err() {
+                return;
+            }
+        }
+    }));
+    let proposer = Proposer::new(me, raft.clone(), peers, metrics, config.block.clone());
+    servers.push(tokio::spawn(proposer.clone().run()));
+    Ok(RoleStart { parts: RoleParts::Validator { me, raft }, intake: proposer, certifier: Some(certifier_tx) })
+}
+
+/// Starts a gateway's chain follower; its submissions go to the validators.
+fn start_gateway(links: RoleLinks, servers: &mut Vec<tokio::task::JoinHandle<()>>) -> RoleStart {
+    let RoleLinks { chain, peers, metrics, recent_blocks, certified, fail_stop } = links;
+    let leader = LeaderHint::default();
+    let follower =
+        ChainFollower::new(chain, peers.clone(), metrics, recent_blocks, leader.clone(), certified, fail_stop);
+    servers.push(tokio::spawn(follower.run()));
+    RoleStart {
+        parts: RoleParts::Gateway { leader: leader.clone() },
+        intake: Arc::new(RemoteIntake::new(peers, leader)),
+        certifier: None,
     }
 }
 
@@ -304,8 +471,6 @@ fn start_engine(
         }
         None => Arc::new(StaticRates::new(RateTable::new(iso_currency::Currency::USD))),
     };
-    let gateways: HashMap<ParticipantId, u64> =
-        network.validators.members.iter().map(|m| (m.participant.clone(), u64::from(m.index))).collect();
     let engine_config = EngineConfig {
         me: ParticipantId::new(config.node.participant.clone()).map_err(setup)?,
         chain_id: network.chain_id.clone(),
@@ -313,7 +478,6 @@ fn start_engine(
         corridors,
         rates,
         quote_ttl_ms: section.quote_ttl_ms,
-        gateways,
         push_messages: !config.testing.skip_message_push,
     };
     let payout = crate::payout::build_adapter(&config.payout).map_err(setup)?;
@@ -339,22 +503,23 @@ fn start_engine(
     Engine::start(engine_config, journal_path, ledger, Arc::new(PassThrough), payout, webhooks).map_err(setup)
 }
 
-/// Validator index -> peer address, checked against network.json.
-fn peer_addresses(config: &NodeConfig, network: &NetworkConfig) -> Result<BTreeMap<u64, String>, NodeError> {
-    let mut addresses = BTreeMap::new();
+/// Every node this one talks to, from `[[peers]]`, checked against
+/// network.json: every validator must be listed (with its index); gateways
+/// may be listed, also ones registered after genesis (not in network.json).
+fn peer_addresses(config: &NodeConfig, network: &NetworkConfig) -> Result<Vec<PeerAddress>, NodeError> {
+    let mut addresses = Vec::with_capacity(config.peers.len());
+    let mut seen = BTreeSet::new();
     for (i, entry) in config.peers.iter().enumerate() {
-        let id = ParticipantId::new(entry.participant.clone())
+        let participant = ParticipantId::new(entry.participant.clone())
             .map_err(|e| setup(format!("config key `peers[{i}].participant`: {e}")))?;
-        let index = network
-            .participant(&id)
-            .and_then(|p| p.validator_index)
-            .ok_or_else(|| setup(format!("config key `peers[{i}].participant`: {id} is not a validator")))?;
-        if addresses.insert(u64::from(index), entry.address.clone()).is_some() {
-            return Err(setup(format!("config key `peers[{i}].participant`: {id} listed twice")));
+        if !seen.insert(participant.clone()) {
+            return Err(setup(format!("config key `peers[{i}].participant`: {participant} listed twice")));
         }
+        let validator = network.participant(&participant).and_then(|p| p.validator_index).map(u64::from);
+        addresses.push(PeerAddress { participant, address: entry.address.clone(), validator });
     }
     let expected: BTreeSet<u64> = (0..u64::from(network.validators.count)).collect();
-    let listed: BTreeSet<u64> = addresses.keys().copied().collect();
+    let listed: BTreeSet<u64> = addresses.iter().filter_map(|peer| peer.validator).collect();
     if listed != expected {
         return Err(setup(format!(
             "config key `peers`: must list all {} validators of network.json",

@@ -1,9 +1,12 @@
-//! gRPC clients to the other validators, one lazily connected channel each.
+//! gRPC clients to the other nodes (validators and member gateways), one
+//! lazily connected channel each, by participant id; validators are also
+//! reachable by their validator index (Raft, certification).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use remit_proto::v1::peer_client::PeerClient;
+use remit_settlement::ParticipantId;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::constants::{GRPC_MESSAGE_BYTES_MAX, PEER_RPC_TIMEOUT_MS};
@@ -12,11 +15,28 @@ use crate::tls::NodeTls;
 /// A client to one peer.
 pub type Client = PeerClient<Channel>;
 
-/// Clients to every validator, by validator index.
+/// One node of the network as this node knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// The participant that runs it.
+    pub participant: ParticipantId,
+    /// Host and port of its peer server.
+    pub address: String,
+    /// Its validator index, when it is a validator.
+    pub validator: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    address: String,
+    client: Client,
+}
+
+/// Clients to every known node.
 #[derive(Clone, Debug)]
 pub struct Peers {
-    clients: BTreeMap<u64, Client>,
-    addresses: BTreeMap<u64, String>,
+    by_participant: BTreeMap<ParticipantId, Peer>,
+    validators: BTreeMap<u64, ParticipantId>,
 }
 
 /// Builds a lazily connecting client to `address` (host:port).
@@ -35,27 +55,48 @@ pub fn connect_lazy(address: &str, tls: Option<&NodeTls>) -> Result<Client, toni
 }
 
 impl Peers {
-    /// Clients for `(index, address)` pairs.
-    pub fn new(addresses: BTreeMap<u64, String>, tls: Option<&NodeTls>) -> Result<Self, tonic::transport::Error> {
-        let clients = addresses
-            .iter()
-            .map(|(index, address)| connect_lazy(address, tls).map(|client| (*index, client)))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { clients, addresses })
+    /// Clients for every listed node.
+    pub fn new(addresses: &[PeerAddress], tls: Option<&NodeTls>) -> Result<Self, tonic::transport::Error> {
+        let mut by_participant = BTreeMap::new();
+        let mut validators = BTreeMap::new();
+        for peer in addresses {
+            let client = connect_lazy(&peer.address, tls)?;
+            by_participant.insert(peer.participant.clone(), Peer { address: peer.address.clone(), client });
+            if let Some(index) = peer.validator {
+                validators.insert(index, peer.participant.clone());
+            }
+        }
+        Ok(Self { by_participant, validators })
     }
 
     /// The client of validator `index`.
     pub fn client(&self, index: u64) -> Option<Client> {
-        self.clients.get(&index).cloned()
+        self.validators.get(&index).and_then(|id| self.participant(id))
     }
 
     /// The address of validator `index`.
     pub fn address(&self, index: u64) -> Option<&str> {
-        self.addresses.get(&index).map(String::as_str)
+        let id = self.validators.get(&index)?;
+        self.by_participant.get(id).map(|peer| peer.address.as_str())
     }
 
-    /// Every validator index except `me`.
-    pub fn others(&self, me: u64) -> impl Iterator<Item = (u64, Client)> + '_ {
-        self.clients.iter().filter(move |(index, _)| **index != me).map(|(index, client)| (*index, client.clone()))
+    /// The client of any node by participant id.
+    pub fn participant(&self, id: &ParticipantId) -> Option<Client> {
+        self.by_participant.get(id).map(|peer| peer.client.clone())
+    }
+
+    /// Every validator index except `me` (none when this node is not a validator).
+    pub fn others(&self, me: Option<u64>) -> impl Iterator<Item = (u64, Client)> + '_ {
+        self.validators().filter(move |(index, _)| Some(*index) != me)
+    }
+
+    /// Every validator, by index.
+    pub fn validators(&self) -> impl Iterator<Item = (u64, Client)> + '_ {
+        self.validators.keys().filter_map(|index| self.client(*index).map(|client| (*index, client)))
+    }
+
+    /// Number of validators known.
+    pub fn validator_count(&self) -> usize {
+        self.validators.len()
     }
 }

@@ -9,10 +9,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use remit_proto::v1::{SubmitBatchReply, SubmitBatchRequest, SubmitReportsRequest, TransferResult};
+use remit_proto::v1::{
+    SubmitBatchReply, SubmitBatchRequest, SubmitGovernanceRequest, SubmitReportsRequest, TransferResult,
+};
 use remit_settlement::block::{EntryResult, TransferOutcome};
 use remit_settlement::codec::Reader;
-use remit_settlement::constants::BLOCK_TRANSFERS_MAX;
+use remit_settlement::constants::{BLOCK_ENTRIES_MAX, BLOCK_TRANSFERS_MAX};
 use remit_settlement::replica::{Proposal, Raft};
 use remit_settlement::{Entry, PayoutReportBatch, RejectReason, TransferBatch};
 use tokio::sync::{oneshot, Notify, Semaphore};
@@ -122,17 +124,11 @@ impl Proposer {
         let batch = TransferBatch::decode(&mut reader)
             .and_then(|batch| reader.finish().map(|()| batch))
             .map_err(|e| Status::invalid_argument(format!("batch: {e}")))?;
-        match self.leader() {
-            Some(leader) if leader == self.me => self.enqueue(Entry::TransferBatch { batch }).await,
-            Some(leader) if !request.forwarded => {
-                let mut client =
-                    self.peers.client(leader).ok_or_else(|| Status::unavailable("leader has no known address"))?;
-                let forwarded = SubmitBatchRequest { batch: request.batch, forwarded: true };
-                client.submit_batch(forwarded).await.map(tonic::Response::into_inner)
-            }
-            Some(_) => Err(Status::unavailable("not the leader (leadership changed); retry")),
-            None => Err(Status::unavailable("no leader elected yet; retry")),
-        }
+        let forwarded = request.forwarded;
+        self.route(Entry::TransferBatch { batch }, forwarded, |mut client| async move {
+            client.submit_batch(SubmitBatchRequest { batch: request.batch, forwarded: true }).await
+        })
+        .await
     }
 
     /// Handles SubmitReports: payout reports signed by a destination.
@@ -141,13 +137,44 @@ impl Proposer {
         let batch = PayoutReportBatch::decode(&mut reader)
             .and_then(|batch| reader.finish().map(|()| batch))
             .map_err(|e| Status::invalid_argument(format!("batch: {e}")))?;
+        let forwarded = request.forwarded;
+        self.route(Entry::PayoutReports { batch }, forwarded, |mut client| async move {
+            client.submit_reports(SubmitReportsRequest { batch: request.batch, forwarded: true }).await
+        })
+        .await
+    }
+
+    /// Handles SubmitGovernance: an administrative entry with its approvals
+    /// (checked by the state machine, like every other entry).
+    pub async fn submit_governance(&self, request: SubmitGovernanceRequest) -> Reply {
+        let mut reader = Reader::new(&request.entry, "entry");
+        let entry = Entry::decode(&mut reader)
+            .and_then(|entry| reader.finish().map(|()| entry))
+            .map_err(|e| Status::invalid_argument(format!("entry: {e}")))?;
+        if !matches!(entry, Entry::Governance { .. }) {
+            return Err(Status::invalid_argument("entry: not a governance entry"));
+        }
+        let forwarded = request.forwarded;
+        self.route(entry, forwarded, |mut client| async move {
+            client.submit_governance(SubmitGovernanceRequest { entry: request.entry, forwarded: true }).await
+        })
+        .await
+    }
+
+    /// Queues `entry` here when leading; otherwise forwards the request to
+    /// the leader once (a forwarded request that finds no leader here is
+    /// refused, so requests never bounce between nodes).
+    async fn route<F, Fut>(&self, entry: Entry, forwarded: bool, forward: F) -> Reply
+    where
+        F: FnOnce(super::peers::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<SubmitBatchReply>, Status>>,
+    {
         match self.leader() {
-            Some(leader) if leader == self.me => self.enqueue(Entry::PayoutReports { batch }).await,
-            Some(leader) if !request.forwarded => {
-                let mut client =
+            Some(leader) if leader == self.me => self.enqueue(entry).await,
+            Some(leader) if !forwarded => {
+                let client =
                     self.peers.client(leader).ok_or_else(|| Status::unavailable("leader has no known address"))?;
-                let forwarded = SubmitReportsRequest { batch: request.batch, forwarded: true };
-                client.submit_reports(forwarded).await.map(tonic::Response::into_inner)
+                forward(client).await.map(tonic::Response::into_inner)
             }
             Some(_) => Err(Status::unavailable("not the leader (leadership changed); retry")),
             None => Err(Status::unavailable("no leader elected yet; retry")),
@@ -155,7 +182,7 @@ impl Proposer {
     }
 
     async fn enqueue(&self, entry: Entry) -> Reply {
-        let count = entry.transfer_count() + entry.report_count();
+        let count = (entry.transfer_count() + entry.report_count()).max(1);
         self.metrics.batch_transfers.observe(count as f64);
         let (reply, receive) = oneshot::channel();
         {
@@ -188,7 +215,12 @@ impl Proposer {
         let mut transfers = 0;
         while let Some(next) = queue.batches.front() {
             let count = next.count;
-            if !taken.is_empty() && (transfers + count > BLOCK_TRANSFERS_MAX || transfers >= self.block.transfers_max) {
+            // A block is refused whole beyond either limit of the state
+            // machine: transfers and reports, or entries (many small batches).
+            let full = transfers + count > BLOCK_TRANSFERS_MAX
+                || transfers >= self.block.transfers_max
+                || taken.len() >= BLOCK_ENTRIES_MAX;
+            if !taken.is_empty() && full {
                 break;
             }
             transfers += count;

@@ -1,7 +1,10 @@
 //! The peer gRPC service: Raft messages, batch submission, share and
-//! certificate gossip, block and tip queries.
+//! certificate gossip, block and tip queries, payment messages. A gateway
+//! that is not a validator serves blocks, its tip and payment messages, and
+//! passes submissions on to the validators; it refuses Raft and gossip.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use remit_proto::v1::peer_server::Peer;
@@ -9,7 +12,7 @@ use remit_proto::v1::{
     CertificateMessage, DeliverPaymentMessagesReply, DeliverPaymentMessagesRequest, EncodedBlock,
     FetchPaymentMessagesReply, FetchPaymentMessagesRequest, GetBlocksRequest, GetBlocksResponse, GetTipRequest,
     GetTipResponse, GossipAck, RaftReply, RaftRequest, ShareMessage, SubmitBatchReply, SubmitBatchRequest,
-    SubmitReportsRequest,
+    SubmitGovernanceRequest, SubmitReportsRequest,
 };
 use remit_settlement::ids::Height;
 use remit_settlement::replica::state_machine::lock;
@@ -20,18 +23,27 @@ use tonic::{Request, Response, Status};
 use tracing::{info_span, Instrument};
 
 use super::certifier::CertifierEvent;
-use super::proposer::Proposer;
+use super::follower::CertifiedHeight;
+use super::intake::LedgerIntake;
+use super::RoleParts;
 use crate::constants::GET_BLOCKS_LIMIT_MAX;
 use crate::remittance::engine::Engine;
+
+/// Pause between re-reads of a long poll whose first block has a newer
+/// certified block above it but no certificate of its own yet.
+const CERTIFIED_HOLE_POLL_MS: u64 = 20;
 
 /// The service of one node.
 #[derive(Clone)]
 pub struct PeerService {
-    raft: Raft,
+    role: RoleParts,
     chain: SharedChain,
-    proposer: Arc<Proposer>,
-    certifier: mpsc::UnboundedSender<CertifierEvent>,
+    intake: Arc<dyn LedgerIntake>,
+    certifier: Option<mpsc::UnboundedSender<CertifierEvent>>,
     engine: Engine,
+    certified: CertifiedHeight,
+    /// Fault injection (`testing.serve_altered_blocks`): a lying peer.
+    serve_altered_blocks: bool,
 }
 
 impl std::fmt::Debug for PeerService {
@@ -41,15 +53,79 @@ impl std::fmt::Debug for PeerService {
 }
 
 impl PeerService {
-    /// A service over the node's parts.
+    /// A service over the node's parts (`certifier` only on a validator).
     pub fn new(
-        raft: Raft,
+        role: RoleParts,
         chain: SharedChain,
-        proposer: Arc<Proposer>,
-        certifier: mpsc::UnboundedSender<CertifierEvent>,
+        intake: Arc<dyn LedgerIntake>,
+        certifier: Option<mpsc::UnboundedSender<CertifierEvent>>,
         engine: Engine,
+        certified: CertifiedHeight,
+        serve_altered_blocks: bool,
     ) -> Self {
-        Self { raft, chain, proposer, certifier, engine }
+        Self { role, chain, intake, certifier, engine, certified, serve_altered_blocks }
+    }
+
+    fn raft(&self) -> Result<&Raft, Status> {
+        self.role.raft().ok_or_else(|| Status::failed_precondition("this node is a gateway, not a validator"))
+    }
+
+    fn certifier(&self) -> Result<&mpsc::UnboundedSender<CertifierEvent>, Status> {
+        self.certifier.as_ref().ok_or_else(|| Status::failed_precondition("this node is a gateway, not a validator"))
+    }
+
+    /// Reads up to `limit` stored blocks from `from` (only the run of
+    /// certified ones when `certified_only`), with their certificates.
+    async fn read_blocks(&self, request: &GetBlocksRequest, limit: u64) -> Result<Vec<EncodedBlock>, Status> {
+        let chain = self.chain.clone();
+        let (from, certificates_only, certified_only) =
+            (request.from_height, request.certificates_only, request.certified_only);
+        let alter = self.serve_altered_blocks;
+        tokio::task::spawn_blocking(move || {
+            let chain = lock(&chain);
+            let Some((tip, _)) = chain.tip() else { return Ok(Vec::new()) };
+            let mut blocks = Vec::new();
+            let end = tip.0.min(from.saturating_add(limit - 1));
+            for height in from..=end {
+                let height = Height(height);
+                let certificate = chain.store().certificate(height)?.map(|c| c.to_bytes().to_vec());
+                if certified_only && certificate.is_none() {
+                    break;
+                }
+                let block = if certificates_only {
+                    Vec::new()
+                } else {
+                    match chain.store().block_bytes(height)? {
+                        Some(bytes) if alter => altered(bytes),
+                        Some(bytes) => bytes,
+                        None if certified_only => break,
+                        None => continue,
+                    }
+                };
+                blocks.push(EncodedBlock { height: height.0, block, certificate: certificate.unwrap_or_default() });
+            }
+            Ok::<_, remit_settlement::store::StoreError>(blocks)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// A lying peer's version of a block: the same header, with the first
+/// transfer's commitment changed (fault injection only).
+fn altered(bytes: Vec<u8>) -> Vec<u8> {
+    let Ok(mut block) = remit_settlement::Block::decode(&bytes) else { return bytes };
+    let transfer = block.entries.iter_mut().find_map(|entry| match entry {
+        remit_settlement::Entry::TransferBatch { batch } => batch.transfers.first_mut(),
+        _ => None,
+    });
+    match transfer {
+        Some(transfer) => {
+            transfer.payload_commitment.0[0] ^= 0xff;
+            block.encode()
+        }
+        None => bytes,
     }
 }
 
@@ -64,37 +140,40 @@ fn raft_reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, St
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn raft_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let raft = self.raft()?;
         let rpc: VoteRequest<u64> = decode_message(&request.into_inner().payload).map_err(bad_request)?;
-        raft_reply(&self.raft.vote(rpc).await)
+        raft_reply(&raft.vote(rpc).await)
     }
 
     async fn raft_append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let raft = self.raft()?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode_message(&request.into_inner().payload).map_err(bad_request)?;
-        raft_reply(&self.raft.append_entries(rpc).await)
+        raft_reply(&raft.append_entries(rpc).await)
     }
 
     async fn raft_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let raft = self.raft()?;
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode_message(&request.into_inner().payload).map_err(bad_request)?;
-        raft_reply(&self.raft.install_snapshot(rpc).await)
+        raft_reply(&raft.install_snapshot(rpc).await)
     }
 
     async fn submit_batch(&self, request: Request<SubmitBatchRequest>) -> Result<Response<SubmitBatchReply>, Status> {
         let request = request.into_inner();
         let span = info_span!("remit.peer.submit_batch", bytes = request.batch.len(), forwarded = request.forwarded);
-        self.proposer.submit(request).instrument(span).await.map(Response::new)
+        self.intake.submit(request).instrument(span).await.map(Response::new)
     }
 
     async fn gossip_share(&self, request: Request<ShareMessage>) -> Result<Response<GossipAck>, Status> {
-        self.certifier
+        self.certifier()?
             .send(CertifierEvent::Share(request.into_inner()))
             .map_err(|_| Status::unavailable("node shutting down"))?;
         Ok(Response::new(GossipAck {}))
     }
 
     async fn gossip_certificate(&self, request: Request<CertificateMessage>) -> Result<Response<GossipAck>, Status> {
-        self.certifier
+        self.certifier()?
             .send(CertifierEvent::Certificate(request.into_inner()))
             .map_err(|_| Status::unavailable("node shutting down"))?;
         Ok(Response::new(GossipAck {}))
@@ -103,35 +182,25 @@ impl Peer for PeerService {
     async fn get_blocks(&self, request: Request<GetBlocksRequest>) -> Result<Response<GetBlocksResponse>, Status> {
         let request = request.into_inner();
         let limit = u64::from(request.limit.clamp(1, GET_BLOCKS_LIMIT_MAX));
-        let chain = self.chain.clone();
-        let blocks = tokio::task::spawn_blocking(move || {
-            let chain = lock(&chain);
-            let Some((tip, _)) = chain.tip() else { return Ok(Vec::new()) };
-            let mut blocks = Vec::new();
-            let end = tip.0.min(request.from_height.saturating_add(limit - 1));
-            for height in request.from_height..=end {
-                let height = Height(height);
-                let certificate = chain.store().certificate(height)?.map(|c| c.to_bytes().to_vec()).unwrap_or_default();
-                let block = if request.certificates_only {
-                    Vec::new()
-                } else {
-                    match chain.store().block_bytes(height)? {
-                        Some(bytes) => bytes,
-                        None => continue,
-                    }
-                };
-                blocks.push(EncodedBlock { height: height.0, block, certificate });
+        let wait = Duration::from_millis(u64::from(request.wait_ms).min(crate::constants::FOLLOW_WAIT_MS));
+        let deadline = Instant::now() + wait;
+        loop {
+            let blocks = self.read_blocks(&request, limit).await?;
+            let now = Instant::now();
+            if !blocks.is_empty() || !request.certified_only || now >= deadline {
+                return Ok(Response::new(GetBlocksResponse { blocks }));
             }
-            Ok::<_, remit_settlement::store::StoreError>(blocks)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(GetBlocksResponse { blocks }))
+            // Long poll: wait for the first block's certificate.
+            if self.certified.current().is_some_and(|c| c >= request.from_height) {
+                tokio::time::sleep(Duration::from_millis(CERTIFIED_HOLE_POLL_MS).min(deadline - now)).await;
+            } else {
+                self.certified.wait_for(request.from_height, deadline - now).await;
+            }
+        }
     }
 
     async fn get_tip(&self, _request: Request<GetTipRequest>) -> Result<Response<GetTipResponse>, Status> {
-        let leader = self.raft.metrics().borrow().current_leader;
+        let leader = self.role.leader();
         let chain = lock(&self.chain);
         let tip = chain.tip();
         Ok(Response::new(GetTipResponse {
@@ -149,7 +218,17 @@ impl Peer for PeerService {
     ) -> Result<Response<SubmitBatchReply>, Status> {
         let request = request.into_inner();
         let span = info_span!("remit.peer.submit_reports", bytes = request.batch.len(), forwarded = request.forwarded);
-        self.proposer.submit_reports(request).instrument(span).await.map(Response::new)
+        self.intake.submit_reports(request).instrument(span).await.map(Response::new)
+    }
+
+    async fn submit_governance(
+        &self,
+        request: Request<SubmitGovernanceRequest>,
+    ) -> Result<Response<SubmitBatchReply>, Status> {
+        let request = request.into_inner();
+        let span =
+            info_span!("remit.peer.submit_governance", bytes = request.entry.len(), forwarded = request.forwarded);
+        self.intake.submit_governance(request).instrument(span).await.map(Response::new)
     }
 
     async fn deliver_payment_messages(

@@ -48,7 +48,7 @@ use super::quote::{self, Quote, QuoteBook, QuoteId, QuoteRequest};
 use super::record::{commitment, LedgerPosition, PaymentMessage, Remittance, Role, Status, StatusChange};
 use super::QuoteError;
 use crate::node::peers::Peers;
-use crate::node::proposer::{reason_name, Proposer};
+use crate::node::proposer::reason_name;
 use crate::payout::{PayoutAdapter, PayoutInstruction, PayoutResult};
 use crate::webhook::{WebhookDispatcher, WebhookEvent};
 
@@ -236,8 +236,6 @@ pub struct EngineConfig {
     pub rates: Arc<dyn RateSource>,
     /// Quote lifetime.
     pub quote_ttl_ms: u64,
-    /// Participant -> validator index, to reach its gateway.
-    pub gateways: HashMap<ParticipantId, u64>,
     /// Push payment messages to destinations (off only in tests, which
     /// then see destinations fetch them).
     pub push_messages: bool,
@@ -394,8 +392,9 @@ pub enum EngineStartError {
 /// Where the engine submits to and reads from: the local node.
 #[derive(Clone)]
 pub struct LedgerAccess {
-    /// Batch intake of the local node (forwards to the leader).
-    pub proposer: Arc<Proposer>,
+    /// Where batches and reports go: the local proposer (validator) or the
+    /// validators (gateway).
+    pub intake: Arc<dyn crate::node::intake::LedgerIntake>,
     /// The local chain.
     pub chain: SharedChain,
     /// Clients to the other gateways.
@@ -1127,7 +1126,7 @@ impl Engine {
         let mut backoff = Duration::from_millis(50);
         loop {
             let request = SubmitBatchRequest { batch: bytes.clone(), forwarded: false };
-            match self.inner.ledger.proposer.submit(request).await {
+            match self.inner.ledger.intake.submit(request).await {
                 Ok(reply) => return self.outcome_events(&reply, uetrs),
                 Err(status) if retryable(&status) => {
                     debug!(code = ?status.code(), message = status.message(), "batch submit failed; retrying");
@@ -1188,9 +1187,7 @@ impl Engine {
     }
 
     async fn deliver_messages(&self, destination: ParticipantId, envelopes: Vec<PaymentMessageEnvelope>) {
-        let Some(client) =
-            self.inner.config.gateways.get(&destination).and_then(|index| self.inner.ledger.peers.client(*index))
-        else {
+        let Some(client) = self.inner.ledger.peers.participant(&destination) else {
             warn!(%destination, "no address for the destination gateway; it will have to fetch the messages");
             return;
         };
@@ -1533,8 +1530,7 @@ impl Engine {
             }
         }
         for (origin, uetrs) in by_origin {
-            let client =
-                self.inner.config.gateways.get(&origin).and_then(|index| self.inner.ledger.peers.client(*index));
+            let client = self.inner.ledger.peers.participant(&origin);
             for chunk in uetrs.chunks(FETCH_MESSAGES_MAX) {
                 let mut found: HashMap<Uetr, InboxMessage> = HashMap::new();
                 if let Some(mut client) = client.clone() {

@@ -142,7 +142,7 @@ async fn submit_reports(engine: &Engine, pending: Vec<PendingReport>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let request = SubmitReportsRequest { batch: bytes.clone(), forwarded: false };
-        match engine.ledger().proposer.submit_reports(request).instrument(span.clone()).await {
+        match engine.ledger().intake.submit_reports(request).instrument(span.clone()).await {
             Ok(reply) => {
                 for (report, result) in pending.iter().zip(&reply.results) {
                     if !result.accepted && result.iso_code != "DUPL" {

@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use remit_gateway::devnet::{
-    prepare_with_keys, DevnetFile, DevnetNode, DevnetOptions, DEFAULT_BASE_PORT, DEVNET_FILE, HTTP_PORT_OFFSET,
-    KEYS_SUBDIR,
+    governance_key_files, prepare_with_keys, DevnetFile, DevnetNode, DevnetOptions, DEFAULT_BASE_PORT, DEVNET_FILE,
+    HTTP_PORT_OFFSET, KEYS_SUBDIR,
 };
 use remit_settlement::network::{Keyring, NETWORK_FILE};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
@@ -48,6 +48,10 @@ pub struct DevnetArgs {
     /// Number of validators.
     #[arg(long, default_value_t = 4)]
     validators: usize,
+    /// Number of member gateways that are not validators (they follow the
+    /// certified chain and run the remittance engine, without a vote).
+    #[arg(long, default_value_t = 0)]
+    gateways: usize,
     /// Devnet directory: keys, node configs and data (created if absent, reused if present).
     #[arg(long)]
     dir: PathBuf,
@@ -91,13 +95,14 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
     if args.remittance_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--remittance-rate must be a positive number of remittances per second");
     }
-    let validators = u32::try_from(args.validators).unwrap_or(u32::MAX);
-    let highest_port = u32::from(args.base_port).saturating_add(u32::from(HTTP_PORT_OFFSET)).saturating_add(validators);
+    let nodes = u32::try_from(args.validators.saturating_add(args.gateways)).unwrap_or(u32::MAX);
+    let highest_port = u32::from(args.base_port).saturating_add(u32::from(HTTP_PORT_OFFSET)).saturating_add(nodes);
     if args.base_port == 0 || highest_port > u32::from(u16::MAX) {
         bail!(
-            "--base-port {} leaves no room for {} validators (HTTP ports are +{HTTP_PORT_OFFSET})",
+            "--base-port {} leaves no room for {} validators and {} gateways (HTTP ports are +{HTTP_PORT_OFFSET})",
             args.base_port,
-            args.validators
+            args.validators,
+            args.gateways
         );
     }
     let remitd = remitd_path()?;
@@ -106,11 +111,13 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
     let options = DevnetOptions {
         dir: dir.clone(),
         validators: args.validators,
+        gateways: args.gateways,
         base_port: args.base_port,
         tls: args.tls,
         log_format: "json".into(),
     };
-    let (_, nodes, api_keys) = prepare_with_keys(&options)?;
+    let (network, nodes, api_keys) = prepare_with_keys(&options)?;
+    let governance_keys = governance_key_files(&options, &network)?;
     check_ports_free(&nodes)?;
     // A devnet.json left by an earlier run names dead processes.
     let devnet_path = dir.join(DEVNET_FILE);
@@ -125,6 +132,7 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
         load_rate: args.load_rate,
         remittance_rate: args.remittance_rate,
         api_keys,
+        governance_keys,
     };
     runtime.block_on(supervisor.run(nodes))
 }
@@ -195,6 +203,7 @@ struct Supervisor {
     load_rate: Option<f64>,
     remittance_rate: Option<f64>,
     api_keys: std::collections::BTreeMap<String, String>,
+    governance_keys: Vec<PathBuf>,
 }
 
 impl Supervisor {
@@ -239,6 +248,7 @@ impl Supervisor {
             tls: self.tls,
             nodes: children.iter().map(|c| c.node.clone()).collect(),
             api_keys: self.api_keys.clone(),
+            governance_keys: self.governance_keys.clone(),
         };
         devnet.write(&self.dir)?;
         let devnet_path = self.dir.join(DEVNET_FILE);
@@ -271,9 +281,13 @@ impl Supervisor {
                     say(&format!("devnet: {running} of {} nodes keep running (not restarted)", children.len()));
                 }
                 Event::Ready(leader) => {
+                    let validators = children
+                        .iter()
+                        .filter(|c| c.node.role == remit_settlement::network::NodeRole::Validator)
+                        .count();
                     say(&format!(
-                        "devnet ready: {} validators, leader {leader}, devnet.json at {}",
-                        children.len(),
+                        "devnet ready: {validators} validators, {} gateways, leader {leader}, devnet.json at {}",
+                        children.len() - validators,
                         devnet_path.display()
                     ));
                     match self.load_rate {
@@ -468,7 +482,7 @@ async fn wait_ready(nodes: Vec<DevnetNode>, events: mpsc::UnboundedSender<Event>
     }
 }
 
-/// The leader index in a `/readyz` body (`ready: height H, certified C, leader L`).
+/// The leader index in a `/readyz` body (`ready: ROLE, height H, certified C, leader L`).
 fn parse_leader(body: &str) -> Option<u64> {
     body.split("leader ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
@@ -548,6 +562,7 @@ mod tests {
         for (body, expected) in [
             ("ready: height 12, leader 3\n", Some(3)),
             ("ready: height 12, certified 11, leader 2\n", Some(2)),
+            ("ready: gateway, height 12, certified 12, leader 1\n", Some(1)),
             ("ready: height 0, leader 0", Some(0)),
             ("not ready: no leader\n", None),
             ("", None),

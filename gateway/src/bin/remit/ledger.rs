@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use remit_settlement::audit::{export_chain, read_export, stored_blocks, verify_chain, AuditFailure, AuditReport};
 use remit_settlement::chain::Chain;
-use remit_settlement::network::{generate_network, write_network, NetworkConfig, NETWORK_FILE};
+use remit_settlement::network::{generate_network, write_network, NetworkConfig, NetworkShape, NETWORK_FILE};
 use remit_settlement::store::SledLedgerStore;
 
 /// Sub-directory of a node's data directory that holds the ledger store.
@@ -20,22 +20,24 @@ pub fn ledger_path(data_dir: &Path) -> PathBuf {
     data_dir.join(LEDGER_SUBDIR)
 }
 
-pub fn keygen(validators: usize, out: &Path, force: bool) -> anyhow::Result<ExitCode> {
+pub fn keygen(shape: NetworkShape, out: &Path, force: bool) -> anyhow::Result<ExitCode> {
     if out.join(NETWORK_FILE).exists() && !force {
         bail!("{} already holds a network; pass --force to replace it", out.display());
     }
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_millis();
-    let generated =
-        generate_network(remit_settlement::network::NetworkShape::validators(validators), u64::try_from(now_ms)?)
-            .map_err(anyhow::Error::msg)?;
+    let generated = generate_network(shape, u64::try_from(now_ms)?).map_err(anyhow::Error::msg)?;
     write_network(&generated, out).context("writing the network")?;
     let network = &generated.network;
     println!(
-        "wrote network {} with {} validators (quorum {}, tolerates {} faulty) to {}",
+        "wrote network {} with {} validators (quorum {}, tolerates {} faulty), {} gateways and {} governance keys \
+         ({} to approve) to {}",
         network.chain_id,
         network.validators.count,
         network.validators.quorum,
         network.validators.faulty_max,
+        shape.gateways,
+        network.governance.keys.len(),
+        network.governance.threshold,
         out.display()
     );
     Ok(ExitCode::SUCCESS)

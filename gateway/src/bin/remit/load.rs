@@ -552,7 +552,7 @@ async fn check_chain(
             break;
         }
         let mut client = clients.next().cloned().expect("cycle over a non-empty map");
-        let request = GetBlocksRequest { from_height: height, limit: VERIFY_BLOCKS_PER_CALL, certificates_only: false };
+        let request = GetBlocksRequest { from_height: height, limit: VERIFY_BLOCKS_PER_CALL, ..Default::default() };
         let blocks = match client.get_blocks(request).await {
             Ok(reply) => reply.into_inner().blocks,
             Err(_) => Vec::new(),

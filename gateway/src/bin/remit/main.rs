@@ -3,8 +3,10 @@
 
 mod bench;
 mod devnet;
+mod governance;
 mod ledger;
 mod load;
+mod network;
 mod remittance_load;
 mod send;
 
@@ -22,17 +24,43 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate a new network: BLS key shares, identity keys and network.json.
+    /// Generate a new network: BLS key shares, identity keys, governance
+    /// keys and network.json.
     Keygen {
-        /// Number of validators (n = 3f + 1 tolerates f faulty).
+        /// Number of validators (n tolerates f = floor((n - 1) / 3) faulty;
+        /// n = 3f + 1 is the most efficient).
         #[arg(long)]
         validators: usize,
+        /// Number of member gateways that are not validators.
+        #[arg(long, default_value_t = 0)]
+        gateways: usize,
+        /// Number of governance keys (m).
+        #[arg(long, default_value_t = remit_settlement::network::GOVERNANCE_KEYS_DEFAULT)]
+        governance: usize,
+        /// Governance approvals an administrative action needs (k of m).
+        #[arg(long, default_value_t = remit_settlement::network::GOVERNANCE_THRESHOLD_DEFAULT)]
+        governance_threshold: usize,
         /// Directory to write the keys and network.json to.
         #[arg(long)]
         out: PathBuf,
         /// Overwrite an existing network in --out.
         #[arg(long)]
         force: bool,
+    },
+    /// Describe a network.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// Governance: propose, approve and submit administrative actions.
+    Governance {
+        #[command(subcommand)]
+        command: governance::GovernanceCommand,
+    },
+    /// An institution's identity key.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
     },
     /// Run a local network of remitd validators until Ctrl-C or SIGTERM.
     Devnet(devnet::DevnetArgs),
@@ -47,6 +75,30 @@ enum Command {
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCommand {
+    /// Print one JSON object: chain id, validators, faulty_max, quorum,
+    /// governance (threshold, keys) and participants with their roles.
+    Info {
+        /// The network.json.
+        #[arg(long)]
+        network: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IdentityCommand {
+    /// Write a new ed25519 identity key (mode 0600) and print its public key.
+    New {
+        /// The key file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -92,7 +144,18 @@ fn main() -> ExitCode {
     remit_gateway::init_cli_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keygen { validators, out, force } => ledger::keygen(validators, &out, force),
+        Command::Keygen { validators, gateways, governance, governance_threshold, out, force } => {
+            let shape = remit_settlement::network::NetworkShape {
+                validators,
+                gateways,
+                governance_keys: governance,
+                governance_threshold,
+            };
+            ledger::keygen(shape, &out, force)
+        }
+        Command::Network { command: NetworkCommand::Info { network } } => network::info(&network),
+        Command::Governance { command } => governance::run(command),
+        Command::Identity { command: IdentityCommand::New { out, force } } => network::new_identity(&out, force),
         Command::Devnet(args) => devnet::run(&args),
         Command::Send(args) => send::run(&args),
         Command::Remittances { command: RemittancesCommand::Load(args) } => remittance_load::run(&args),
