@@ -168,10 +168,10 @@ pub fn local_currency(participant: &remit_settlement::Participant) -> iso_curren
 }
 
 /// Corridors from every participant to every other, settled in USD.
-fn devnet_corridors(network: &NetworkConfig) -> String {
+fn devnet_corridors(participants: &[remit_settlement::Participant]) -> String {
     let mut text = String::from("# Devnet corridors: every gateway to every other, settled in USD.\n");
-    for source in &network.participants {
-        for destination in &network.participants {
+    for source in participants {
+        for destination in participants {
             if source.id == destination.id {
                 continue;
             }
@@ -263,7 +263,7 @@ pub fn prepare_with_keys(options: &DevnetOptions) -> Result<(NetworkConfig, Vec<
             address: format!("127.0.0.1:{}", peer_port(options, i)),
         })
         .collect();
-    let shared = shared_files(options, &network)?;
+    let shared = shared_files(options, &network.participants)?;
     let mut api_keys = std::collections::BTreeMap::new();
     let mut nodes = Vec::with_capacity(names.len());
     for (i, participant) in network.participants.iter().enumerate() {
@@ -282,9 +282,14 @@ struct SharedFiles {
     rates: PathBuf,
 }
 
-fn shared_files(options: &DevnetOptions, network: &NetworkConfig) -> Result<SharedFiles, DevnetError> {
+/// Writes the corridors between `participants` (all of network.json's, plus
+/// members registered later) and the rates, once.
+fn shared_files(
+    options: &DevnetOptions,
+    participants: &[remit_settlement::Participant],
+) -> Result<SharedFiles, DevnetError> {
     let corridors_path = options.dir.join("corridors.toml");
-    std::fs::write(&corridors_path, devnet_corridors(network)).map_err(|e| file_error(&corridors_path, e))?;
+    std::fs::write(&corridors_path, devnet_corridors(participants)).map_err(|e| file_error(&corridors_path, e))?;
     let rates_path = options.dir.join("rates.toml");
     if !rates_path.exists() {
         std::fs::write(&rates_path, devnet_rates()).map_err(|e| file_error(&rates_path, e))?;
@@ -377,36 +382,41 @@ fn write_node(
     Ok((node, api_key))
 }
 
-/// Prepares a node for a member gateway registered after genesis (not in
-/// network.json): writes a fresh identity key to `keys/<name>/` and the
-/// node's `node.toml` in slot `slot` (after the genesis nodes), listing
-/// `peers` (the genesis nodes) and itself. Returns the node and its wallet
-/// API key; the caller registers `name` by governance with the identity's
-/// public key ([`member_identity`]) before the node can transact.
+/// The identity key of a member to be registered after genesis: created in
+/// `keys/<name>/identity_ed25519.hex` if absent; returns its public key
+/// (hex), which governance registers as the member's origin key.
+pub fn member_identity(options: &DevnetOptions, name: &str) -> Result<String, DevnetError> {
+    let dir = options.dir.join(KEYS_SUBDIR).join(name);
+    let path = dir.join(IDENTITY_KEY_FILE);
+    if !path.exists() {
+        std::fs::create_dir_all(&dir).map_err(|e| file_error(&dir, e))?;
+        let identity = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        remit_settlement::network::write_secret_file(&path, hex::encode(identity.to_bytes()).as_bytes())
+            .map_err(|e| file_error(&path, e))?;
+    }
+    let key = remit_settlement::network::load_identity_key(&path).map_err(|e| file_error(&path, e))?;
+    Ok(hex::encode(key.verifying_key().to_bytes()))
+}
+
+/// Prepares the node of `member`, a gateway registered after genesis (not
+/// in network.json; its identity from [`member_identity`]): its `node.toml`
+/// in slot `slot` (after the genesis nodes), listing `peers` and itself.
+/// The devnet's corridors file is rewritten to include the member, so nodes
+/// (re)started from now on serve corridors to and from it. Returns the node
+/// and its wallet API key.
 pub fn prepare_member(
     options: &DevnetOptions,
     network: &NetworkConfig,
-    name: &str,
+    member: &remit_settlement::Participant,
     slot: usize,
     peers: &[PeerEntry],
 ) -> Result<(DevnetNode, String), DevnetError> {
-    let keys = options.dir.join(KEYS_SUBDIR);
-    let identity_path = keys.join(name).join(IDENTITY_KEY_FILE);
-    std::fs::create_dir_all(keys.join(name)).map_err(|e| file_error(&keys, e))?;
-    if !identity_path.exists() {
-        let identity = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        remit_settlement::network::write_secret_file(&identity_path, hex::encode(identity.to_bytes()).as_bytes())
-            .map_err(|e| file_error(&identity_path, e))?;
-    }
-    let shared = shared_files(options, network)?;
+    let name = member.id.to_string();
+    member_identity(options, &name)?;
+    let mut participants = network.participants.clone();
+    participants.push(member.clone());
+    let shared = shared_files(options, &participants)?;
     let mut peers = peers.to_vec();
-    peers.push(PeerEntry { participant: name.to_owned(), address: format!("127.0.0.1:{}", peer_port(options, slot)) });
-    write_node(options, &shared, name, NodeRole::Gateway, slot, &peers)
-}
-
-/// The public key (hex) of a member's identity key written by [`prepare_member`].
-pub fn member_identity(options: &DevnetOptions, name: &str) -> Result<String, DevnetError> {
-    let path = options.dir.join(KEYS_SUBDIR).join(name).join(IDENTITY_KEY_FILE);
-    let key = remit_settlement::network::load_identity_key(&path).map_err(|e| file_error(&path, e))?;
-    Ok(hex::encode(key.verifying_key().to_bytes()))
+    peers.push(PeerEntry { participant: name.clone(), address: format!("127.0.0.1:{}", peer_port(options, slot)) });
+    write_node(options, &shared, &name, NodeRole::Gateway, slot, &peers)
 }

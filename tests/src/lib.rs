@@ -25,6 +25,7 @@ use remit_settlement::{
 use rust_decimal::Decimal;
 
 pub mod net;
+pub mod wallet;
 
 /// Sub-directory of a node data directory that holds the sled ledger store
 /// (the same layout as `remit ledger verify --dir`).

@@ -446,10 +446,15 @@ impl Network {
         Ok(())
     }
 
-    /// Prepares and starts a node for `name`, a member gateway not in
-    /// network.json (to be registered by governance); returns its index and
-    /// the public key of its identity (hex).
-    pub fn add_member(&mut self, name: &str) -> anyhow::Result<(usize, String)> {
+    /// The identity public key (hex) of `name`, a member to be registered
+    /// after genesis (the key is created on first use).
+    pub fn member_identity(&self, name: &str) -> anyhow::Result<String> {
+        Ok(remit_gateway::devnet::member_identity(&self.devnet, name)?)
+    }
+
+    /// Prepares and starts a node for `member`, a gateway not in network.json
+    /// (registered by governance); returns its node index.
+    pub fn add_member(&mut self, member: &remit_settlement::Participant) -> anyhow::Result<usize> {
         let peers: Vec<remit_gateway::config::PeerEntry> = self
             .nodes
             .iter()
@@ -459,16 +464,16 @@ impl Network {
             })
             .collect();
         let slot = self.nodes.len();
-        let (devnet, api_key) = remit_gateway::devnet::prepare_member(&self.devnet, &self.network, name, slot, &peers)
-            .context("preparing the member's node")?;
-        let public_key = remit_gateway::devnet::member_identity(&self.devnet, name)?;
+        let (devnet, api_key) =
+            remit_gateway::devnet::prepare_member(&self.devnet, &self.network, member, slot, &peers)
+                .context("preparing the member's node")?;
         self.clients.push(connect_lazy(&devnet.peer_addr, self.tls.as_ref()).context("client for the member")?);
-        self.api_keys.insert(name.to_owned(), api_key);
+        self.api_keys.insert(member.id.to_string(), api_key);
         let log = devnet.config.parent().expect("node.toml lies in the node directory").join(LOG_FILE);
         self.nodes.push(NodeProcess { devnet, env: Vec::new(), log, child: None });
         let remitd = binaries()?.remitd.clone();
         self.spawn(&remitd, slot)?;
-        Ok((slot, public_key))
+        Ok(slot)
     }
 
     /// Starts node `i` again on its data directory, with its environment.

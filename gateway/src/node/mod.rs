@@ -193,8 +193,10 @@ impl Node {
         }
         let raft_log = SledRaftLog::open(store.db()).map_err(setup)?;
         let mut chain = Chain::open(store, Some(&network))?;
-        if chain.tip().is_none() {
-            // Every node derives the same genesis block from network.json.
+        if chain.tip().is_none() && role == NodeRole::Validator {
+            // Every validator derives the same genesis block from
+            // network.json (and certifies it); a gateway takes it certified
+            // from the validators like every other block.
             let (genesis, _) = chain.append(network.genesis_proposal(), SignatureCheck::Verify, |_| None)?;
             info!(hash = %genesis.hash(), "genesis block applied");
         }
