@@ -1157,6 +1157,32 @@ impl VerifyReport {
     }
 }
 
+/// What a run of the `remit` CLI gave.
+#[derive(Debug)]
+pub struct CliRun {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs the `remit` CLI with `args` and collects its output.
+pub fn remit_cli<I, S>(args: I) -> anyhow::Result<CliRun>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let remit = &binaries()?.remit;
+    let output = Command::new(remit).args(args).output().with_context(|| format!("running {}", remit.display()))?;
+    Ok(CliRun {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
 /// Runs `remit ledger verify --dir <data_dir>`; requires exit status 0.
 pub fn run_verify_cli(data_dir: &Path) -> anyhow::Result<VerifyReport> {
     let remit = &binaries()?.remit;

@@ -73,14 +73,16 @@ pub async fn completed_at_destination(net: &Network, node: usize, uetr: &str) ->
     }
 }
 
-/// Creates one remittance at node `from` to `to` (countries and currencies
-/// as given), watches it to its end and, when it completed, checks the
-/// destination node `to_node` paid exactly the quoted receive amount.
-pub async fn send_and_complete(
+/// A corridor as the wallet API names it: source country and currency,
+/// destination country and currency.
+pub type Corridor<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+/// Creates one remittance at node `from` sending `amount` along `corridor`
+/// and watches it to its terminal status.
+pub async fn send(
     net: &Network,
     from: usize,
-    to_node: usize,
-    corridor: (&str, &str, &str, &str),
+    corridor: Corridor<'_>,
     amount: &str,
     key: &str,
 ) -> anyhow::Result<pb::Remittance> {
@@ -89,7 +91,20 @@ pub async fn send_and_complete(
     let quote = pb::CreateQuoteRequest::sending(from_country, from_currency, to_country, to_currency, amount);
     let created =
         wallet.create_remittance(remittance_request(key, quote, from_country, to_country)).await?.into_inner();
-    let done = watch_to_end(&mut wallet, &created.uetr, Duration::from_secs(60)).await?;
+    watch_to_end(&mut wallet, &created.uetr, Duration::from_secs(60)).await
+}
+
+/// [`send`], then checks the remittance completed and the destination node
+/// `to_node` paid exactly the quoted receive amount.
+pub async fn send_and_complete(
+    net: &Network,
+    from: usize,
+    to_node: usize,
+    corridor: Corridor<'_>,
+    amount: &str,
+    key: &str,
+) -> anyhow::Result<pb::Remittance> {
+    let done = send(net, from, corridor, amount, key).await?;
     ensure!(done.status == "completed", "{} from node {from} ended {} ({})", done.uetr, done.status, done.reason);
     let paid = completed_at_destination(net, to_node, &done.uetr).await?;
     let receive = done.receive_amount.clone().unwrap_or_default();
