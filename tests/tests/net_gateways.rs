@@ -6,6 +6,11 @@
 //! Checked:
 //! - the gateways report themselves as gateways (`/readyz`), know the
 //!   validators' leader, and are not leaders (`remit_is_leader` 0);
+//! - validator gw-us lies to followers (`REMIT__TESTING__SERVE_ALTERED_BLOCKS`:
+//!   blocks with a transfer's commitment changed under the certified
+//!   header); a gateway restarted while every validator is up asks it first,
+//!   refuses what it serves (`remit_blocks_refused_total`) and follows an
+//!   honest validator instead;
 //! - remittances complete from a gateway to a validator (gw-in -> gw-ph),
 //!   from a validator to a gateway (gw-us -> gw-gb) and between gateways
 //!   (gw-in -> gw-gb), each paid by its destination with exactly the quoted
@@ -67,6 +72,8 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     let again = send_and_complete(net, GW_IN, GW_GB, ("IN", "INR", "GB", "GBP"), "9000.00", "gw-5").await?;
     record(&again)?;
 
+    let refused = net.metric(GW_GB, "remit_blocks_refused_total")?;
+    ensure!(refused >= 1.0, "the restarted gateway took the lying validator's blocks (refused {refused})");
     let everything: Vec<usize> = (0..net.len()).collect();
     let (height, _) = net.wait_settled(&everything, Duration::from_secs(60)).await?;
     let ledgers = stop_and_verify(net, height, &acks)?;
@@ -76,7 +83,11 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_that_are_not_validators_send_receive_and_verify() {
-    let options = NetworkOptions { gateways: 2, ..NetworkOptions::default() };
+    let options = NetworkOptions {
+        gateways: 2,
+        node_env: vec![(GW_US, "REMIT__TESTING__SERVE_ALTERED_BLOCKS".into(), "true".into())],
+        ..NetworkOptions::default()
+    };
     let mut net = Network::start(options).await.expect("the network starts");
     let result = scenario(&mut net).await;
     net.finish(result);

@@ -8,16 +8,23 @@
 //! - it keeps applying and certifying new blocks after the install (its
 //!   duplicate index came with the snapshot: re-submitted transfers are
 //!   still rejected as duplicates);
+//! - node 0 lies (`REMIT__TESTING__SERVE_ALTERED_BLOCKS=true`: every block
+//!   it serves has a transfer's commitment changed under the original
+//!   header); the lagging node asks it first, refuses what it serves (the
+//!   entries root no longer matches the header: `remit_blocks_refused_total`
+//!   counts it) and backfills from the honest peers;
 //! - once stopped, its data directory passes `remit ledger verify --dir`
 //!   like every other node's: the backfilled history is complete, linked
 //!   and certified, and every acknowledged transfer is in it exactly once.
 
 use std::time::Duration;
 
-use anyhow::ensure;
+use anyhow::{ensure, Context};
 use remit_tests::net::{stop_and_verify, traffic_batches, Load, LoadOptions, Network, NetworkOptions, SubmitPolicy};
 
 const LAGGARD: usize = 3;
+/// Serves altered blocks; the first peer the laggard asks for history.
+const LIAR: usize = 0;
 const ROUNDS_WHILE_DOWN: usize = 12;
 const ROUNDS_AFTER: usize = 3;
 const BATCH_TRANSFERS: usize = 32;
@@ -50,6 +57,8 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     ensure!(height > height_while_down, "no block certified after the laggard returned");
     // Backfill runs in the background; give it a moment to finish the history.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused = net.metric(LAGGARD, "remit_blocks_refused_total").context("the laggard's metrics")?;
+    ensure!(refused >= 1.0, "the laggard took the liar's blocks (refused {refused})");
 
     stop_and_verify(net, height, &acks)?;
     Ok(())
@@ -57,7 +66,9 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn far_behind_validator_catches_up_from_a_snapshot() {
-    let node_env = (0..4).map(|i| (i, "REMIT__RAFT__SNAPSHOT_EVERY_BLOCKS".to_owned(), "4".to_owned())).collect();
+    let mut node_env: Vec<_> =
+        (0..4).map(|i| (i, "REMIT__RAFT__SNAPSHOT_EVERY_BLOCKS".to_owned(), "4".to_owned())).collect();
+    node_env.push((LIAR, "REMIT__TESTING__SERVE_ALTERED_BLOCKS".to_owned(), "true".to_owned()));
     let mut net =
         Network::start(NetworkOptions { node_env, ..NetworkOptions::default() }).await.expect("the network starts");
     let result = scenario(&mut net).await;
