@@ -436,6 +436,33 @@ impl Network {
         Ok(())
     }
 
+    /// Waits until node `i` exits on its own; returns its exit status.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let node = &mut self.nodes[i];
+        let child = node.child.as_mut().with_context(|| format!("node {i} is not running"))?;
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().with_context(|| format!("waiting for node {i}"))? {
+                node.child = None;
+                println!("net harness: node {i} ({}) exited: {status}", node.devnet.name);
+                return Ok(status);
+            }
+            ensure!(started.elapsed() < timeout, "node {i} still runs after {timeout:?}");
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Node `i`'s log so far.
+    pub fn log(&self, i: usize) -> anyhow::Result<String> {
+        let path = &self.nodes[i].log;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Forgets node `i`'s extra environment (takes effect at its next start).
+    pub fn clear_env(&mut self, i: usize) {
+        self.nodes[i].env.clear();
+    }
+
     /// Stops every running node with SIGTERM (see [`Network::stop`]).
     pub fn stop_all(&mut self) -> anyhow::Result<()> {
         for i in 0..self.len() {
