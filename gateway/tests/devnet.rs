@@ -1,7 +1,10 @@
-//! `remit devnet` end to end: it starts four `remitd` processes, writes
-//! `devnet.json` in the documented shape, prefixes the nodes' log lines with
-//! their names, reports readiness, and on SIGTERM stops every node and exits 0.
-//! Run again on the same directory, it reuses the same keys and chain.
+//! `remit devnet` end to end: it starts four validators and one gateway
+//! (`--gateways 1`), writes `devnet.json` in the documented shape (each node
+//! with its `role`, the `governance_keys` files), prefixes the nodes' log
+//! lines with their names, reports readiness, and on SIGTERM stops every
+//! node and exits 0. Run again on the same directory, it reuses the same
+//! keys and chain (another shape is refused); both a validator's and the
+//! gateway's data directories verify.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -21,13 +24,14 @@ struct Devnet {
     lines: mpsc::Receiver<String>,
 }
 
-fn start(dir: &Path, base_port: u16) -> anyhow::Result<Devnet> {
+fn start(dir: &Path, base_port: u16, gateways: usize) -> anyhow::Result<Devnet> {
     // `cargo test` built remitd beside remit with this build's features;
     // without CARGO in its environment the devnet uses it as is instead of
     // rebuilding it under `cargo run` rules.
     let mut child = Command::new(env!("CARGO_BIN_EXE_remit"))
         .env_remove("CARGO")
-        .args(["devnet", "--validators", "4", "--base-port", &base_port.to_string(), "--dir"])
+        .args(["devnet", "--validators", "4", "--gateways", &gateways.to_string()])
+        .args(["--base-port", &base_port.to_string(), "--dir"])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -103,9 +107,9 @@ fn base_port() -> u16 {
 fn devnet_starts_describes_and_stops_its_nodes() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let port = base_port();
-    let devnet = start(dir.path(), port)?;
-    let output = devnet.wait_for(|line| line.starts_with("devnet ready: 4 validators"), READY_TIMEOUT)?;
-    for name in ["gw-us", "gw-ph", "gw-mx", "gw-ke"] {
+    let devnet = start(dir.path(), port, 1)?;
+    let output = devnet.wait_for(|line| line.starts_with("devnet ready: 4 validators, 1 gateways"), READY_TIMEOUT)?;
+    for name in ["gw-us", "gw-ph", "gw-mx", "gw-ke", "gw-in"] {
         ensure!(
             output.iter().any(|line| line.starts_with(&format!("[{name}] "))),
             "no log line prefixed [{name}] in:\n{}",
@@ -116,12 +120,20 @@ fn devnet_starts_describes_and_stops_its_nodes() -> anyhow::Result<()> {
     let network = json["network"].as_str().context("network is a string")?;
     ensure!(Path::new(network).ends_with("keys/network.json") && Path::new(network).exists(), "network: {network}");
     let nodes = json["nodes"].as_array().context("nodes is an array")?;
-    ensure!(nodes.len() == 4, "{} nodes", nodes.len());
+    ensure!(nodes.len() == 5, "{} nodes", nodes.len());
+    let governance_keys = json["governance_keys"].as_array().context("governance_keys is an array")?;
+    ensure!(governance_keys.len() == 3, "{json}");
+    for (i, key) in governance_keys.iter().enumerate() {
+        let path = Path::new(key.as_str().context("a path")?);
+        ensure!(path.ends_with(format!("keys/governance/key-{i}.hex")) && path.is_file(), "governance key {i}: {key}");
+    }
     let mut pids = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        for field in ["name", "pid", "peer_addr", "api_url", "metrics_url", "data_dir"] {
+        for field in ["name", "role", "pid", "peer_addr", "api_url", "metrics_url", "data_dir"] {
             ensure!(!node[field].is_null(), "node {i} lacks {field}: {node}");
         }
+        let role = if i < 4 { "validator" } else { "gateway" };
+        ensure!(node["role"] == role, "node {i}: {node}");
         let peer = port + u16::try_from(i)?;
         ensure!(node["peer_addr"] == format!("127.0.0.1:{peer}"), "node {i}: {node}");
         ensure!(node["api_url"] == format!("http://127.0.0.1:{}", peer + 1000), "node {i}: {node}");
@@ -143,16 +155,26 @@ fn devnet_starts_describes_and_stops_its_nodes() -> anyhow::Result<()> {
         Ok(network["chain_id"].as_str().unwrap_or_default().to_owned())
     };
     let before = chain_id(dir.path())?;
-    let devnet = start(dir.path(), port)?;
-    devnet.wait_for(|line| line.starts_with("devnet ready: 4 validators"), READY_TIMEOUT)?;
+    // Another shape over the same keys is refused, naming the flags to pass.
+    let refused = Command::new(env!("CARGO_BIN_EXE_remit"))
+        .env_remove("CARGO")
+        .args(["devnet", "--validators", "4", "--base-port", &port.to_string(), "--dir"])
+        .arg(dir.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success() && stderr.contains("--validators 4 --gateways 1"), "{stderr}");
+    let devnet = start(dir.path(), port, 1)?;
+    devnet.wait_for(|line| line.starts_with("devnet ready: 4 validators, 1 gateways"), READY_TIMEOUT)?;
     ensure!(chain_id(dir.path())? == before, "the second run generated a new network");
     let status = devnet.terminate()?;
     ensure!(status.success(), "second run exited with {status}");
-    let verify = Command::new(env!("CARGO_BIN_EXE_remit"))
-        .args(["ledger", "verify", "--dir"])
-        .arg(dir.path().join("gw-us").join("data"))
-        .output()?;
-    let stdout = String::from_utf8_lossy(&verify.stdout);
-    ensure!(verify.status.success() && stdout.starts_with("verified "), "verify after the devnet: {stdout}");
+    for node in ["gw-us", "gw-in"] {
+        let verify = Command::new(env!("CARGO_BIN_EXE_remit"))
+            .args(["ledger", "verify", "--dir"])
+            .arg(dir.path().join(node).join("data"))
+            .output()?;
+        let stdout = String::from_utf8_lossy(&verify.stdout);
+        ensure!(verify.status.success() && stdout.starts_with("verified "), "verify {node} after the devnet: {stdout}");
+    }
     Ok(())
 }

@@ -87,7 +87,7 @@ pub enum ProposeAction {
         #[arg(long)]
         currency: String,
         /// The cap, exact to the currency's minor unit (e.g. 250000.00).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         amount: String,
         #[command(flatten)]
         options: ProposalOptions,
