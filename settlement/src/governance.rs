@@ -36,6 +36,9 @@ pub const GOVERNANCE_SIGNATURE_TAG: &[u8] = b"REMIT_GOVERNANCE_V1";
 pub type GovernanceKey = OriginKey;
 
 /// An administrative change to the registry.
+// A registration carries a whole participant record; actions are rare and
+// short-lived, so boxing it would only add an allocation and an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum GovernanceAction {

@@ -289,7 +289,7 @@ fn quorums_intersect_in_an_honest_validator_for_every_n() {
     for n in 1..=remit_settlement::constants::VALIDATORS_MAX {
         let (f, q) = (faulty_max(n), quorum(n));
         assert!(3 * f < n, "n={n}: f={f} must satisfy n >= 3f + 1");
-        assert!(2 * q >= n + f + 1, "n={n}: two quorums of {q} may share fewer than f + 1 = {}", f + 1);
+        assert!(2 * q > n + f, "n={n}: two quorums of {q} may share fewer than f + 1 = {}", f + 1);
         assert!(q + f <= n, "n={n}: quorum {q} unreachable with {f} validators down");
         // Minimal: one validator fewer would break the intersection.
         assert!(2 * (q - 1) < n + f + 1, "n={n}: quorum {q} is larger than needed");

@@ -293,6 +293,7 @@ fn check_refuses_every_write(chain: &mut Chain<FaultyStore>, faults: &Faults, va
     let tip_block = chain.store().block(tip).expect("readable").expect("stored");
     stopped(chain.put_certificate(tip, &validators.certify(&tip_block.header)), "put_certificate");
     stopped(chain.backfill(&block, Some(&certificate)), "backfill");
+    stopped(chain.install_snapshot(model, block, Some(certificate), &[]), "install_snapshot");
     assert_eq!(observe(chain), before, "a refused write changes nothing");
     assert_eq!(faults.appends.lock().expect("not poisoned").len(), appends, "no append reached the store");
     assert_eq!(faults.certificates.lock().expect("not poisoned").len(), certificates, "no certificate reached it");
