@@ -142,7 +142,7 @@ impl<S: LedgerStore> Chain<S> {
         while let Some(h) = probe {
             if let Some(certificate) = self.store.certificate(h)? {
                 let block = self.store.block(h)?.ok_or_else(|| inconsistent("certified block missing"))?;
-                if !certificate.verify(&self.validators.group_key(), &CertificationMessage::for_header(&block.header)) {
+                if !self.validators.verify_certificate(&certificate, &CertificationMessage::for_header(&block.header)) {
                     return Err(ChainError::BadCertificate(h));
                 }
                 self.certified_height = Some(h);
@@ -246,7 +246,7 @@ impl<S: LedgerStore> Chain<S> {
         if height != self.state.next_height() {
             return Err(refuse(format!("expected height {}", self.state.next_height())));
         }
-        if !certificate.verify(&self.validators.group_key(), &CertificationMessage::for_header(&block.header)) {
+        if !self.validators.verify_certificate(certificate, &CertificationMessage::for_header(&block.header)) {
             return Err(ChainError::BadCertificate(height));
         }
         let proposal = BlockProposal {
@@ -309,7 +309,7 @@ impl<S: LedgerStore> Chain<S> {
             .store
             .block(height)?
             .ok_or(ChainError::Inconsistent { height, reason: "certificate for a block not stored".into() })?;
-        if !certificate.verify(&self.validators.group_key(), &CertificationMessage::for_header(&block.header)) {
+        if !self.validators.verify_certificate(certificate, &CertificationMessage::for_header(&block.header)) {
             return Err(ChainError::BadCertificate(height));
         }
         self.put_verified_certificate(height, certificate)
@@ -356,7 +356,7 @@ impl<S: LedgerStore> Chain<S> {
             return Err(inconsistent("snapshot made with other ledger parameters than network.json's"));
         }
         if let Some(certificate) = &certificate {
-            if !certificate.verify(&self.validators.group_key(), &CertificationMessage::for_header(&tip.header)) {
+            if !self.validators.verify_certificate(certificate, &CertificationMessage::for_header(&tip.header)) {
                 return Err(ChainError::BadCertificate(height));
             }
         }
@@ -407,7 +407,7 @@ impl<S: LedgerStore> Chain<S> {
             return Err(refuse("its hash is not the previous hash of the stored block above".into()));
         }
         if let Some(certificate) = certificate {
-            if !certificate.verify(&self.validators.group_key(), &CertificationMessage::for_header(header)) {
+            if !self.validators.verify_certificate(certificate, &CertificationMessage::for_header(header)) {
                 return Err(ChainError::BadCertificate(height));
             }
         }

@@ -121,6 +121,31 @@ impl Writer {
     }
 }
 
+/// The currency with the three-letter ISO 4217 `code`. A binary search in a
+/// table built once: `Currency::from_code` compares the string with every
+/// code in turn, and every transfer decoded carries a currency.
+pub fn currency_by_code(code: [u8; 3]) -> Option<Currency> {
+    static TABLE: std::sync::OnceLock<Vec<([u8; 3], Currency)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        // Every three-letter code, asked once (17,576 lookups, a few
+        // milliseconds); the result is sorted because the codes are tried in order.
+        let mut table = Vec::new();
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                for c in b'A'..=b'Z' {
+                    let code = [a, b, c];
+                    let text = std::str::from_utf8(&code).expect("ASCII letters");
+                    if let Some(currency) = Currency::from_code(text) {
+                        table.push((code, currency));
+                    }
+                }
+            }
+        }
+        table
+    });
+    table.binary_search_by_key(&code, |(code, _)| *code).ok().map(|i| table[i].1)
+}
+
 /// Reads canonical encodings, refusing trailing or missing bytes.
 #[derive(Debug)]
 pub struct Reader<'a> {
@@ -227,9 +252,9 @@ impl<'a> Reader<'a> {
 
     /// A currency code.
     pub fn currency(&mut self) -> Result<Currency, DecodeError> {
-        let code = self.raw(3)?;
-        let code = std::str::from_utf8(code).map_err(|_| self.error("currency code is not ASCII"))?;
-        Currency::from_code(code).ok_or_else(|| self.error(format!("unknown currency {code:?}")))
+        let code: [u8; 3] = self.array()?;
+        currency_by_code(code)
+            .ok_or_else(|| self.error(format!("unknown currency {:?}", String::from_utf8_lossy(&code))))
     }
 
     /// An option written by [`Writer::option`].
@@ -242,5 +267,24 @@ impl<'a> Reader<'a> {
             1 => Ok(Some(read(self)?)),
             other => Err(self.error(format!("bad option marker {other}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currency_codes_resolve_like_iso_currency() {
+        for code in ["AED", "USD", "JPY", "KWD", "EUR", "PHP", "XAU", "ZWL"] {
+            let bytes: [u8; 3] = code.as_bytes().try_into().expect("3 bytes");
+            assert_eq!(currency_by_code(bytes), Currency::from_code(code), "{code}");
+            assert!(currency_by_code(bytes).is_some(), "{code}");
+        }
+        for bytes in [*b"usd", *b"XYZ", *b"US\0", [0xff; 3]] {
+            assert_eq!(currency_by_code(bytes), None, "{bytes:?}");
+        }
+        let mut r = Reader::new(b"XYZ", "currency");
+        assert_eq!(r.currency().expect_err("unknown").reason, "unknown currency \"XYZ\"");
     }
 }

@@ -22,14 +22,21 @@ pub struct IdError {
 
 /// A participant (bank or wallet operator) of the network: 1 to 32 ASCII
 /// letters, digits, `-`, `_` or `.`, starting with a letter or digit.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ParticipantId(String);
+///
+/// Held inline (no allocation): every transfer names two participants, and
+/// decoding, cloning and hashing them is on the hot path of every block.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ParticipantId {
+    /// The id's bytes, zero-padded (valid ids contain no zero byte).
+    bytes: [u8; PARTICIPANT_ID_LEN_MAX],
+    len: u8,
+}
 
 impl ParticipantId {
     /// Validates and wraps a participant id.
-    pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
-        let value = value.into();
-        let error = |reason| IdError { kind: "participant id", value: value.clone(), reason };
+    pub fn new(value: impl AsRef<str>) -> Result<Self, IdError> {
+        let value = value.as_ref();
+        let error = |reason| IdError { kind: "participant id", value: value.to_owned(), reason };
         if value.is_empty() {
             return Err(error("must not be empty"));
         }
@@ -42,24 +49,39 @@ impl ParticipantId {
         if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
             return Err(error("only ASCII letters, digits, '-', '_' and '.' are allowed"));
         }
-        Ok(Self(value))
+        let mut bytes = [0u8; PARTICIPANT_ID_LEN_MAX];
+        bytes[..value.len()].copy_from_slice(value.as_bytes());
+        Ok(Self { bytes, len: u8::try_from(value.len()).expect("at most 32 bytes") })
     }
 
     /// The id as a string.
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("validated as ASCII on construction")
+    }
+}
+
+impl PartialOrd for ParticipantId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ParticipantId {
+    /// The order of the ids as strings.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Display for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ParticipantId({})", self.0)
+        write!(f, "ParticipantId({})", self.as_str())
     }
 }
 
@@ -72,7 +94,7 @@ impl FromStr for ParticipantId {
 
 impl Serialize for ParticipantId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -299,6 +321,21 @@ mod tests {
             let err = ParticipantId::new(bad).expect_err(bad);
             assert_eq!(err.kind, "participant id");
         }
+        let longest = "x".repeat(32);
+        assert_eq!(ParticipantId::new(&longest).expect("32 bytes").as_str(), longest);
+    }
+
+    #[test]
+    fn participant_ids_order_and_compare_as_strings() {
+        let texts = ["gw-us", "gw-u", "gw-us2", "a", "Z9", "gw-ph", "0", "gw_us", "gw.us", &"z".repeat(32)];
+        let mut ids: Vec<ParticipantId> = texts.iter().map(|t| ParticipantId::new(t).expect("valid")).collect();
+        let mut strings: Vec<&str> = texts.to_vec();
+        ids.sort();
+        strings.sort();
+        assert_eq!(ids.iter().map(ParticipantId::as_str).collect::<Vec<_>>(), strings);
+        assert_ne!(ParticipantId::new("gw-u").expect("valid"), ParticipantId::new("gw-us").expect("valid"));
+        assert_eq!(ParticipantId::new("gw-us").expect("valid"), "gw-us".parse().expect("valid"));
+        assert_eq!(serde_json::to_string(&ParticipantId::new("gw-us").expect("valid")).expect("json"), "\"gw-us\"");
     }
 
     #[test]

@@ -55,12 +55,20 @@ const RECORD_BYTES: usize = 16 + 4 + 4 + 3 + 8;
 struct Segment {
     /// The block's timestamp: the segment is forgotten by it.
     timestamp_ms: u64,
-    /// The records' UETRs, in block order.
-    uetrs: Vec<Uetr>,
+    /// The records, in block order. Hashing and encoding a segment walks
+    /// this vector; no lookup by UETR.
+    records: Vec<(Uetr, AppliedTransfer)>,
     /// Records whose payout is still open.
     open: u32,
     /// Hash of the segment (valid at block boundaries).
     hash: Digest32,
+}
+
+/// Where a remembered record lives: its segment and position there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Location {
+    height: Height,
+    position: u32,
 }
 
 /// What one block changed in the index, for the store to persist.
@@ -88,7 +96,7 @@ pub struct RestoredSegment {
 /// The bounded, hashed duplicate index. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct TransferIndex {
-    records: HashMap<Uetr, AppliedTransfer>,
+    locations: HashMap<Uetr, Location>,
     segments: BTreeMap<Height, Segment>,
     /// Segments past their retention, kept for their open payouts.
     lingering: BTreeSet<Height>,
@@ -110,7 +118,7 @@ impl Default for TransferIndex {
 
 impl PartialEq for TransferIndex {
     fn eq(&self, other: &Self) -> bool {
-        self.root == other.root && self.records == other.records && self.segments == other.segments
+        self.root == other.root && self.locations == other.locations && self.segments == other.segments
     }
 }
 
@@ -122,7 +130,7 @@ impl TransferIndex {
     /// An empty index.
     pub fn new() -> Self {
         let mut index = Self {
-            records: HashMap::new(),
+            locations: HashMap::new(),
             segments: BTreeMap::new(),
             lingering: BTreeSet::new(),
             retained_from: Height::GENESIS,
@@ -137,12 +145,12 @@ impl TransferIndex {
 
     /// Number of transfers remembered.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.locations.len()
     }
 
     /// Whether no transfer is remembered.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.locations.is_empty()
     }
 
     /// Number of segments (blocks) remembered, lingering ones included.
@@ -157,17 +165,19 @@ impl TransferIndex {
 
     /// The record of `uetr`, if remembered.
     pub fn get(&self, uetr: &Uetr) -> Option<&AppliedTransfer> {
-        self.records.get(uetr)
+        let location = self.locations.get(uetr)?;
+        let segment = self.segments.get(&location.height).expect("every location names a remembered segment");
+        Some(&segment.records[location.position as usize].1)
     }
 
     /// Whether `uetr` is remembered.
     pub fn contains(&self, uetr: &Uetr) -> bool {
-        self.records.contains_key(uetr)
+        self.locations.contains_key(uetr)
     }
 
-    /// Every remembered record, in no particular order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Uetr, &AppliedTransfer)> {
-        self.records.iter()
+    /// Every remembered record, by height then block order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Uetr, &AppliedTransfer)> {
+        self.segments.values().flat_map(|segment| segment.records.iter().map(|(uetr, record)| (uetr, record)))
     }
 
     /// The index root, as of the last block boundary.
@@ -182,7 +192,7 @@ impl TransferIndex {
 
     /// Makes room for `additional` records.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        self.records.reserve(additional);
+        self.locations.reserve(additional);
     }
 
     /// Starts a block: forgets the previous block's change list.
@@ -198,15 +208,16 @@ impl TransferIndex {
         let height = record.height;
         let segment = self.segments.entry(height).or_insert_with(|| Segment {
             timestamp_ms,
-            uetrs: Vec::new(),
+            records: Vec::new(),
             open: 0,
             hash: Digest32::ZERO,
         });
-        segment.uetrs.push(uetr);
+        let position = u32::try_from(segment.records.len()).expect("a block holds at most BLOCK_TRANSFERS_MAX");
+        segment.records.push((uetr, record));
         if record.payout == PayoutState::Open {
             segment.open += 1;
         }
-        let previous = self.records.insert(uetr, record);
+        let previous = self.locations.insert(uetr, Location { height, position });
         debug_assert!(previous.is_none(), "the caller checks for duplicates");
         self.dirty.insert(height);
         self.changes.added = Some(height);
@@ -215,11 +226,12 @@ impl TransferIndex {
     /// Records the payout state of an open transfer and returns its record.
     /// The caller has checked that the payout is open.
     pub(crate) fn close_payout(&mut self, uetr: &Uetr, state: PayoutState) -> Option<AppliedTransfer> {
-        let record = self.records.get_mut(uetr)?;
+        let location = *self.locations.get(uetr)?;
+        let segment = self.segments.get_mut(&location.height).expect("every location names a remembered segment");
+        let record = &mut segment.records[location.position as usize].1;
         debug_assert_eq!(record.payout, PayoutState::Open, "the caller checks the payout is open");
         record.payout = state;
         let record = *record;
-        let segment = self.segments.get_mut(&record.height).expect("every record belongs to a remembered segment");
         segment.open -= 1;
         self.dirty.insert(record.height);
         if self.changes.added != Some(record.height) {
@@ -266,13 +278,13 @@ impl TransferIndex {
 
     fn forget(&mut self, height: Height) -> u64 {
         let segment = self.segments.remove(&height).expect("only remembered segments are forgotten");
-        for uetr in &segment.uetrs {
-            self.records.remove(uetr);
+        for (uetr, _) in &segment.records {
+            self.locations.remove(uetr);
         }
         self.dirty.remove(&height);
         self.changes.payouts.remove(&height);
         self.changes.dropped.push(height);
-        segment.uetrs.len() as u64
+        segment.records.len() as u64
     }
 
     /// Recomputes the hashes of dirty segments, of the chapters holding
@@ -281,9 +293,8 @@ impl TransferIndex {
         let mut chapters: BTreeSet<u64> = self.changes.dropped.iter().map(|h| chapter_of(*h)).collect();
         let mut w = Writer::default();
         for height in std::mem::take(&mut self.dirty) {
-            let segment = self.segments.get(&height).expect("dirty segments are remembered");
-            let hash = segment_hash(&mut w, height, segment, &self.records);
-            self.segments.get_mut(&height).expect("just read").hash = hash;
+            let segment = self.segments.get_mut(&height).expect("dirty segments are remembered");
+            segment.hash = segment_hash(&mut w, height, segment);
             chapters.insert(chapter_of(height));
         }
         if chapters.is_empty() {
@@ -314,7 +325,7 @@ impl TransferIndex {
 
     fn compute_root(&self) -> Digest32 {
         let mut w = Writer::with_capacity(16 + self.chapters.len() * 40);
-        w.u64(self.records.len() as u64);
+        w.u64(self.locations.len() as u64);
         w.u64(self.chapters.len() as u64);
         for (chapter, hash) in &self.chapters {
             w.u64(*chapter);
@@ -338,7 +349,7 @@ impl TransferIndex {
         let cutoff = timestamp_ms.saturating_sub(retention_ms);
         let mut index = Self::new();
         let total: usize = segments.iter().map(|s| s.records.len()).sum();
-        index.records.reserve(total);
+        index.locations.reserve(total);
         let mut previous: Option<(Height, u64)> = None;
         for restored in segments {
             let height = restored.height;
@@ -356,18 +367,19 @@ impl TransferIndex {
             }
             let mut segment = Segment {
                 timestamp_ms: restored.timestamp_ms,
-                uetrs: Vec::with_capacity(restored.records.len()),
+                records: Vec::with_capacity(restored.records.len()),
                 open: 0,
                 hash: Digest32::ZERO,
             };
-            for (uetr, record) in restored.records {
+            for (position, (uetr, record)) in restored.records.into_iter().enumerate() {
                 if record.height != height {
                     return bad(format!("uetr {uetr} is recorded at height {} in segment {height}", record.height));
                 }
-                if index.records.insert(uetr, record).is_some() {
+                let position = u32::try_from(position).expect("bounded by BLOCK_TRANSFERS_MAX when decoded");
+                if index.locations.insert(uetr, Location { height, position }).is_some() {
                     return bad(format!("uetr {uetr} is listed twice"));
                 }
-                segment.uetrs.push(uetr);
+                segment.records.push((uetr, record));
                 if record.payout == PayoutState::Open {
                     segment.open += 1;
                 }
@@ -395,25 +407,20 @@ impl TransferIndex {
     /// One segment with its records, if remembered.
     pub fn segment(&self, height: Height) -> Option<RestoredSegment> {
         let segment = self.segments.get(&height)?;
-        Some(RestoredSegment {
-            height,
-            timestamp_ms: segment.timestamp_ms,
-            records: segment.uetrs.iter().map(|uetr| (*uetr, self.records[uetr])).collect(),
-        })
+        Some(RestoredSegment { height, timestamp_ms: segment.timestamp_ms, records: segment.records.clone() })
     }
 
     /// The whole index for a Raft snapshot: every segment in height order,
     /// each record with its payout state.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(INDEX_SNAPSHOT_TAG.len() + 8 + self.records.len() * (RECORD_BYTES + 5));
+        let mut w = Writer::with_capacity(INDEX_SNAPSHOT_TAG.len() + 8 + self.locations.len() * (RECORD_BYTES + 5));
         w.raw(INDEX_SNAPSHOT_TAG);
         w.u64(self.segments.len() as u64);
         for (height, segment) in &self.segments {
             w.u64(height.0);
             w.u64(segment.timestamp_ms);
-            w.len(segment.uetrs.len());
-            for uetr in &segment.uetrs {
-                let record = &self.records[uetr];
+            w.len(segment.records.len());
+            for (uetr, record) in &segment.records {
                 encode_record(&mut w, uetr, record);
                 record.payout.encode(&mut w);
             }
@@ -425,12 +432,12 @@ impl TransferIndex {
     /// payout states, which change and are stored apart).
     pub fn encode_segment_value(&self, height: Height) -> Option<Vec<u8>> {
         let segment = self.segments.get(&height)?;
-        let mut w = Writer::with_capacity(SEGMENT_VALUE_TAG.len() + 12 + segment.uetrs.len() * RECORD_BYTES);
+        let mut w = Writer::with_capacity(SEGMENT_VALUE_TAG.len() + 12 + segment.records.len() * RECORD_BYTES);
         w.raw(SEGMENT_VALUE_TAG);
         w.u64(segment.timestamp_ms);
-        w.len(segment.uetrs.len());
-        for uetr in &segment.uetrs {
-            encode_record(&mut w, uetr, &self.records[uetr]);
+        w.len(segment.records.len());
+        for (uetr, record) in &segment.records {
+            encode_record(&mut w, uetr, record);
         }
         Some(w.into_bytes())
     }
@@ -439,14 +446,14 @@ impl TransferIndex {
     /// `None` when it is not remembered or every payout is still open.
     pub fn encode_segment_payouts(&self, height: Height) -> Option<Vec<u8>> {
         let segment = self.segments.get(&height)?;
-        if segment.open as usize == segment.uetrs.len() {
+        if segment.open as usize == segment.records.len() {
             return None;
         }
-        let mut w = Writer::with_capacity(SEGMENT_PAYOUTS_TAG.len() + 4 + segment.uetrs.len());
+        let mut w = Writer::with_capacity(SEGMENT_PAYOUTS_TAG.len() + 4 + segment.records.len());
         w.raw(SEGMENT_PAYOUTS_TAG);
-        w.len(segment.uetrs.len());
-        for uetr in &segment.uetrs {
-            self.records[uetr].payout.encode(&mut w);
+        w.len(segment.records.len());
+        for (_, record) in &segment.records {
+            record.payout.encode(&mut w);
         }
         Some(w.into_bytes())
     }
@@ -473,18 +480,12 @@ fn decode_record(r: &mut Reader<'_>, height: Height) -> Result<(Uetr, AppliedTra
     Ok((uetr, record))
 }
 
-fn segment_hash(
-    w: &mut Writer,
-    height: Height,
-    segment: &Segment,
-    records: &HashMap<Uetr, AppliedTransfer>,
-) -> Digest32 {
+fn segment_hash(w: &mut Writer, height: Height, segment: &Segment) -> Digest32 {
     w.clear();
     w.u64(height.0);
     w.u64(segment.timestamp_ms);
-    w.len(segment.uetrs.len());
-    for uetr in &segment.uetrs {
-        let record = &records[uetr];
+    w.len(segment.records.len());
+    for (uetr, record) in &segment.records {
         encode_record(w, uetr, record);
         record.payout.encode(w);
     }

@@ -387,8 +387,8 @@ impl LedgerState {
         self.transfers.get(uetr).map(|record| record.payout)
     }
 
-    /// Every remembered transfer's record, in no particular order.
-    pub fn applied_transfers(&self) -> impl ExactSizeIterator<Item = (&Uetr, &AppliedTransfer)> {
+    /// Every remembered transfer's record, by height then block order.
+    pub fn applied_transfers(&self) -> impl Iterator<Item = (&Uetr, &AppliedTransfer)> {
         self.transfers.iter()
     }
 

@@ -73,6 +73,9 @@ pub trait LedgerStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Durably writes metadata key-values in one batch.
     fn put_meta(&self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError>;
+    /// Writes metadata key-values in one batch, durable with the next
+    /// durable write (or the store's periodic flush), not before returning.
+    fn put_meta_lazily(&self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError>;
     /// Reads a metadata value.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Replaces the state with a snapshot at `tip`'s height (Raft snapshot
@@ -91,7 +94,11 @@ pub trait LedgerStore: Send + Sync {
     /// Durably stores a block inside the history gap; it must be the gap's
     /// highest height and link to the stored block above it.
     fn backfill_block(&self, block: &Block, certificate: Option<&Certificate>) -> Result<(), StoreError>;
-    /// Durably stores the certificate of a stored block.
+    /// Stores the certificate of a stored block. It is durable with the next
+    /// durable write (the next block) or the store's periodic flush: a
+    /// certificate lost in a crash is fetched again from the peers (the
+    /// certifier looks for missing ones on start), and finality does not
+    /// depend on one node's copy.
     fn put_certificate(&self, height: Height, certificate: &Certificate) -> Result<(), StoreError>;
     /// The highest applied height.
     fn applied_height(&self) -> Result<Option<Height>, StoreError>;
@@ -315,6 +322,13 @@ impl LedgerStore for SledLedgerStore {
         self.commit(batch)
     }
 
+    fn put_meta_lazily(&self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        insert_meta(&mut batch, meta);
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get(meta_key(key))?.map(|bytes| bytes.to_vec()))
     }
@@ -391,9 +405,8 @@ impl LedgerStore for SledLedgerStore {
         if self.db.get(height_key(PREFIX_BLOCK, height))?.is_none() {
             return Err(StoreError::Corrupt(format!("certificate for missing block {height}")));
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec());
-        self.commit(batch)
+        self.db.insert(height_key(PREFIX_CERT, height), certificate.to_bytes().to_vec())?;
+        Ok(())
     }
 
     fn applied_height(&self) -> Result<Option<Height>, StoreError> {

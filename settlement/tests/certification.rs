@@ -256,6 +256,11 @@ fn certificate_verifies_with_the_group_key_alone() {
         let message = CertificationMessage::for_header(&header);
         assert!(message.as_bytes().starts_with(BLOCK_CERT_TAG));
         assert!(certificate.verify(&group_key, &message));
+        // The prepared path of the validator set agrees with the plain one.
+        assert!(validators.set.verify_certificate(&certificate, &message));
+        let impostors = validators_for_impostors(n);
+        assert!(!impostors.set.verify_certificate(&certificate, &message));
+        assert!(!validators.set.verify_certificate(&impostors.certify(&header), &message));
         let hash = header.hash();
         for other in [
             CertificationMessage::new(&header.chain_id, Height(1), &hash, &header.state_root),
@@ -269,6 +274,7 @@ fn certificate_verifies_with_the_group_key_alone() {
             CertificationMessage::new(&header.chain_id, header.height, &hash, &Digest32([2; 32])),
         ] {
             assert!(!certificate.verify(&group_key, &other));
+            assert!(!validators.set.verify_certificate(&certificate, &other));
         }
         // Another network's group key does not verify it.
         assert!(!certificate.verify(&validators_for_impostors(n).set.group_key(), &message));

@@ -218,6 +218,9 @@ impl LedgerStore for FaultyStore {
     fn put_meta(&self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
         self.inner.put_meta(meta)
     }
+    fn put_meta_lazily(&self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        self.inner.put_meta_lazily(meta)
+    }
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.meta(key)
     }

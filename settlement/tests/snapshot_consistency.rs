@@ -117,7 +117,7 @@ fn proposal_number(p: u64) -> Proposal {
     }
     let timestamp_ms =
         if p.is_multiple_of(13) { GENESIS_TIME_MS + p * 1_000 - 1_500 } else { GENESIS_TIME_MS + p * 1_000 };
-    Proposal { timestamp_ms, entries }
+    Proposal::new(timestamp_ms, entries)
 }
 
 /// The log: a membership entry at index 1, then the proposals, with a blank

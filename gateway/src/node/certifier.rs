@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use remit_proto::v1::{CertificateMessage, GetBlocksRequest, ShareMessage};
 use remit_settlement::block::{Block, BlockHeader};
-use remit_settlement::certify::{Certificate, CertificationMessage, CertifyError, Share, ValidatorKey, ValidatorSet};
+use remit_settlement::certify::{
+    Certificate, CertificationMessage, CertifyError, Share, ValidatorKey, ValidatorSet, SIGNATURE_BYTES,
+};
 use remit_settlement::chain::ChainError;
 use remit_settlement::hash::Digest32;
 use remit_settlement::ids::Height;
@@ -43,10 +45,72 @@ pub enum CertifierEvent {
     Certificate(CertificateMessage),
 }
 
+/// A share as held by a round: this validator's own (a point already) or a
+/// peer's, kept as bytes until a quorum is there. Decoding a share (a G2
+/// decompression with its subgroup check) costs about as much as signing;
+/// a round decodes only the quorum it combines, and the rest only when
+/// that quorum holds a bad share.
+#[derive(Clone)]
+enum RoundShare {
+    Decoded(Share),
+    Encoded(u32, [u8; SIGNATURE_BYTES]),
+}
+
+impl RoundShare {
+    fn decode(&self) -> Option<Share> {
+        match self {
+            RoundShare::Decoded(share) => Some(share.clone()),
+            RoundShare::Encoded(validator, bytes) => Share::from_bytes(*validator, bytes),
+        }
+    }
+}
+
+/// Combines a quorum of `shares` (own share first) into a certificate,
+/// decoding only what it needs; returns the result and the validators whose
+/// bytes were not a share at all.
+fn certify_shares(
+    validators: &ValidatorSet,
+    message: &CertificationMessage,
+    shares: &[RoundShare],
+) -> (Result<Certificate, CertifyError>, Vec<u32>) {
+    let quorum = validators.quorum();
+    let mut decoded = Vec::with_capacity(shares.len());
+    let mut undecodable = Vec::new();
+    let mut rest = shares.iter();
+    for share in rest.by_ref() {
+        match share.decode() {
+            Some(share) => decoded.push(share),
+            None => undecodable.push(match share {
+                RoundShare::Decoded(share) => share.validator,
+                RoundShare::Encoded(validator, _) => *validator,
+            }),
+        }
+        if decoded.len() == quorum {
+            break;
+        }
+    }
+    if decoded.len() == quorum {
+        if let Ok(certificate) = validators.certify(message, &decoded) {
+            return (Ok(certificate), undecodable);
+        }
+    }
+    for share in rest {
+        match share.decode() {
+            Some(share) => decoded.push(share),
+            None => {
+                if let RoundShare::Encoded(validator, _) = share {
+                    undecodable.push(*validator);
+                }
+            }
+        }
+    }
+    (validators.certify(message, &decoded), undecodable)
+}
+
 struct Round {
     hash: Digest32,
     message: CertificationMessage,
-    shares: BTreeMap<u32, Share>,
+    shares: BTreeMap<u32, RoundShare>,
     own: Option<Share>,
     applied_at: Instant,
     attempted_with: usize,
@@ -66,7 +130,7 @@ pub struct Certifier {
     /// it while Applied events wait in this round's queue, so shares and
     /// certificates above it are early (kept), not stale (dropped).
     opened_max: u64,
-    early: BTreeMap<u64, Vec<(Digest32, Share)>>,
+    early: BTreeMap<u64, Vec<(Digest32, RoundShare)>>,
     early_certificates: BTreeMap<u64, Vec<CertificateMessage>>,
     certified: CertifiedHeight,
     fail_stop: FailStop,
@@ -188,7 +252,9 @@ impl Certifier {
             Round { hash, message, shares: BTreeMap::new(), own: None, applied_at: Instant::now(), attempted_with: 0 };
         for (share_hash, share) in self.early.remove(&height).unwrap_or_default() {
             if share_hash == hash {
-                round.shares.insert(share.validator, share);
+                if let RoundShare::Encoded(validator, _) = &share {
+                    round.shares.insert(*validator, share);
+                }
             }
         }
         self.rounds.insert(height, round);
@@ -199,6 +265,7 @@ impl Certifier {
     }
 
     async fn on_applied(&mut self, key: &Arc<ValidatorKey>, header: BlockHeader) {
+        debug!(height = header.height.0, "round opened");
         self.metrics.height.set(i64::try_from(header.height.0).unwrap_or(i64::MAX));
         self.metrics.block_transfers.observe(f64::from(header.transfer_count));
         let height = self.open_round(header);
@@ -213,7 +280,7 @@ impl Certifier {
     }
 
     /// Signs this validator's share for `height` (unless another block was
-    /// signed at that height), records it durably, then sends it to peers.
+    /// signed at that height), records it, then sends it to peers.
     async fn sign_and_send(&mut self, key: &Arc<ValidatorKey>, height: u64) {
         let Some(round) = self.rounds.get(&height) else { return };
         let hash = round.hash;
@@ -227,7 +294,12 @@ impl Certifier {
                     match chain.store().meta(&key)? {
                         Some(signed) if signed != hash.0 => Ok(false),
                         Some(_) => Ok(true),
-                        None => chain.store().put_meta(&[(key.as_str(), hash.0.to_vec())]).map(|()| true),
+                        // Not flushed on its own: the block signed here is
+                        // the one this node stored (flushed) at that
+                        // height, which Raft never applies twice and a
+                        // snapshot never replaces; the record, durable with
+                        // the next block, guards a snapshot's tip.
+                        None => chain.store().put_meta_lazily(&[(key.as_str(), hash.0.to_vec())]).map(|()| true),
                     }
                 })
                 .await;
@@ -256,7 +328,7 @@ impl Certifier {
                 .await;
                 let Some(round) = self.rounds.get_mut(&height) else { return };
                 round.own = Some(share.clone());
-                round.shares.insert(share.validator, share.clone());
+                round.shares.insert(share.validator, RoundShare::Decoded(share.clone()));
                 share
             }
         };
@@ -286,19 +358,19 @@ impl Certifier {
             return;
         }
         let height = message.height;
-        // Decoding a share (a G2 point decompression) costs about as much as
-        // a signature: skip it for rounds already certified here.
+        // Shares for rounds already certified here are dropped unread.
         let opened = self.opened_max;
         if !self.rounds.contains_key(&height) && (height <= opened || height - opened > EARLY_SHARE_HEIGHTS_MAX) {
             return;
         }
-        let Some(share) = Share::from_bytes(message.validator, &message.share) else {
+        let Ok(bytes) = <[u8; SIGNATURE_BYTES]>::try_from(message.share.as_slice()) else {
             self.metrics.shares_rejected.inc();
             return;
         };
+        let share = RoundShare::Encoded(message.validator, bytes);
         match self.rounds.get_mut(&height) {
             Some(round) if round.hash == hash => {
-                round.shares.entry(share.validator).or_insert(share);
+                round.shares.entry(message.validator).or_insert(share);
                 self.try_certify(height).await;
             }
             Some(_) => {
@@ -323,7 +395,9 @@ impl Certifier {
             return;
         }
         round.attempted_with = round.shares.len();
-        let shares: Vec<Share> = round.shares.values().cloned().collect();
+        // This validator's own share (already a point) first.
+        let mut shares: Vec<RoundShare> = round.shares.values().cloned().collect();
+        shares.sort_by_key(|share| matches!(share, RoundShare::Encoded(..)));
         let message = round.message.clone();
         let validators = self.validators.clone();
         // Instrumented, not entered: an `Entered` guard held across an await
@@ -333,12 +407,12 @@ impl Certifier {
         // in the chain-apply path, where the panic poisons the chain lock).
         let span = info_span!("settlement.certify.round", height);
         async {
-            let result = blocking(move || validators.certify(&message, &shares)).await;
+            let (result, undecodable) = blocking(move || certify_shares(&validators, &message, &shares)).await;
             match result {
                 Ok(certificate) => self.store_certificate(height, certificate, true).await,
                 Err(CertifyError::NotEnoughShares { rejected, .. }) => {
                     if let Some(round) = self.rounds.get_mut(&height) {
-                        for validator in &rejected {
+                        for validator in rejected.iter().chain(&undecodable) {
                             warn!(height, validator, "invalid signature share dropped");
                             round.shares.remove(validator);
                             self.metrics.shares_rejected.inc();
@@ -403,10 +477,10 @@ impl Certifier {
             return;
         }
         let Some(certificate) = Certificate::from_bytes(&message.certificate) else { return };
-        let group_key = self.validators.group_key();
+        let validators = self.validators.clone();
         let check = round.message.clone();
         let candidate = certificate.clone();
-        if blocking(move || candidate.verify(&group_key, &check)).await {
+        if blocking(move || validators.verify_certificate(&candidate, &check)).await {
             self.store_certificate(message.height, certificate, false).await;
         } else {
             warn!(height = message.height, "certificate from a peer does not verify");

@@ -350,6 +350,7 @@ async fn start_validator(
     servers: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<RoleStart, NodeError> {
     let RoleLinks { chain, peers, metrics, recent_blocks, certified, fail_stop } = links;
+    let proposer_certified = certified.clone();
     let me = network.participant(participant).and_then(|p| p.validator_index).ok_or_else(|| {
         setup(format!("config key `node.participant`: {participant} is not a validator in network.json"))
     })?;
@@ -412,7 +413,7 @@ async fn start_validator(
             }
         }
     }));
-    let proposer = Proposer::new(me, raft.clone(), peers, metrics, config.block.clone());
+    let proposer = Proposer::new(me, raft.clone(), peers, metrics, config.block.clone(), proposer_certified);
     servers.push(tokio::spawn(proposer.clone().run()));
     Ok(RoleStart { parts: RoleParts::Validator { me, raft }, intake: proposer, certifier: Some(certifier_tx) })
 }

@@ -1,9 +1,17 @@
 //! Batch intake and block cutting. Any node accepts a signed batch; a
 //! follower forwards it to the leader. The leader queues batches (bounded:
 //! beyond the limit it refuses with RESOURCE_EXHAUSTED) and cuts a block
-//! proposal when enough transfers are pending or the oldest batch has waited
-//! long enough. A batch is answered once its block is applied, i.e. durable
-//! on a quorum; certification follows.
+//! proposal when one of these holds:
+//! - the pipeline is idle: every block it proposed is certified (and the
+//!   oldest batch has waited [`BLOCK_GATHER_MS`] for company), so a quiet
+//!   network answers at once;
+//! - `block.transfers_max` transfers are pending;
+//! - the oldest batch has waited `block.age_ms_max`.
+//!
+//! Under load the first rule adapts the block rate to what certification
+//! sustains: blocks grow while a round is running instead of multiplying
+//! the per-block BLS work. A batch is answered once its block is applied,
+//! i.e. durable on a quorum; certification follows.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -21,6 +29,7 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 use tonic::Status;
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::follower::CertifiedHeight;
 use super::peers::Peers;
 use crate::config::BlockSection;
 use crate::constants::{PENDING_TRANSFERS_MAX, PROPOSALS_IN_FLIGHT_MAX};
@@ -41,6 +50,10 @@ struct Queue {
     transfers: usize,
 }
 
+/// How long the oldest batch waits for others before an idle pipeline cuts
+/// a block for it.
+pub const BLOCK_GATHER_MS: u64 = 5;
+
 /// Intake queue and block cutter of one node.
 pub struct Proposer {
     me: u64,
@@ -51,6 +64,11 @@ pub struct Proposer {
     queue: Mutex<Queue>,
     wake: Notify,
     in_flight: Arc<Semaphore>,
+    /// Height of the newest block this node proposed and saw applied.
+    proposed_max: std::sync::atomic::AtomicU64,
+    /// Proposals submitted to Raft and not answered yet.
+    proposing: std::sync::atomic::AtomicUsize,
+    certified: CertifiedHeight,
 }
 
 impl std::fmt::Debug for Proposer {
@@ -96,8 +114,15 @@ pub fn reason_name(reason: RejectReason) -> String {
 }
 
 impl Proposer {
-    /// A proposer for validator `me`.
-    pub fn new(me: u64, raft: Raft, peers: Peers, metrics: Metrics, block: BlockSection) -> Arc<Self> {
+    /// A proposer for validator `me`; `certified` tells it when its blocks are certified.
+    pub fn new(
+        me: u64,
+        raft: Raft,
+        peers: Peers,
+        metrics: Metrics,
+        block: BlockSection,
+        certified: CertifiedHeight,
+    ) -> Arc<Self> {
         Arc::new(Self {
             me,
             raft,
@@ -107,7 +132,16 @@ impl Proposer {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             in_flight: Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX)),
+            proposed_max: std::sync::atomic::AtomicU64::new(0),
+            proposing: std::sync::atomic::AtomicUsize::new(0),
+            certified,
         })
+    }
+
+    /// Whether every block this node proposed is applied and certified.
+    fn pipeline_idle(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.proposing.load(Relaxed) == 0 && self.certified.current().unwrap_or(0) >= self.proposed_max.load(Relaxed)
     }
 
     fn leader(&self) -> Option<u64> {
@@ -202,12 +236,12 @@ impl Proposer {
 
     /// Takes batches for one block, when a block is due.
     fn take_block(&self, force: bool) -> Option<Vec<PendingBatch>> {
+        let idle = self.pipeline_idle();
         let mut queue = self.queue();
+        let waited = queue.batches.front().map_or(Duration::ZERO, |b| b.received.elapsed());
         let due = queue.transfers >= self.block.transfers_max
-            || queue
-                .batches
-                .front()
-                .is_some_and(|b| b.received.elapsed() >= Duration::from_millis(self.block.age_ms_max));
+            || waited >= Duration::from_millis(self.block.age_ms_max)
+            || (idle && waited >= Duration::from_millis(BLOCK_GATHER_MS));
         if queue.batches.is_empty() || !(due || force) {
             return None;
         }
@@ -244,13 +278,23 @@ impl Proposer {
     /// The cutting loop; runs for the node's lifetime.
     pub async fn run(self: Arc<Self>) {
         let age_max = Duration::from_millis(self.block.age_ms_max.max(1));
+        let gather = Duration::from_millis(BLOCK_GATHER_MS);
         loop {
-            // Wake when the oldest pending batch comes due, not a whole
-            // period later.
-            let due = self.queue().batches.front().map_or(Instant::now() + age_max, |b| b.received + age_max);
+            // Wake when the oldest pending batch comes due (sooner when the
+            // pipeline is idle), when a batch arrives or a proposal is
+            // answered (`wake`), or when this node's newest block is
+            // certified while nothing else is in flight.
+            use std::sync::atomic::Ordering::Relaxed;
+            let idle = self.pipeline_idle();
+            let wait = if idle { gather } else { age_max };
+            let due = self.queue().batches.front().map_or(Instant::now() + age_max, |b| b.received + wait);
+            let certified = self.certified.clone();
+            let target = self.proposed_max.load(Relaxed);
+            let awaiting_certificate = !idle && self.proposing.load(Relaxed) == 0;
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep_until(due.into()) => {}
+                () = certified.wait_for(target, age_max), if awaiting_certificate => {}
             }
             if self.leader() != Some(self.me) {
                 if !self.queue().batches.is_empty() {
@@ -270,18 +314,28 @@ impl Proposer {
     }
 
     async fn propose(&self, batches: Vec<PendingBatch>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.proposing.fetch_add(1, Relaxed);
+        self.propose_and_answer(batches).await;
+        self.proposing.fetch_sub(1, Relaxed);
+        self.wake.notify_one();
+    }
+
+    async fn propose_and_answer(&self, batches: Vec<PendingBatch>) {
         let transfers: usize = batches.iter().map(|b| b.count).sum();
         let (entries, replies): (Vec<Entry>, Vec<oneshot::Sender<Reply>>) =
             batches.into_iter().map(|p| (p.entry, p.reply)).unzip();
         let span = info_span!("settlement.propose", batches = entries.len(), transfers);
+        debug!(transfers, "proposing");
         self.metrics.proposals.inc();
-        let result = self.raft.client_write(Proposal { timestamp_ms: now_ms(), entries }).instrument(span).await;
+        let result = self.raft.client_write(Proposal::new(now_ms(), entries)).instrument(span).await;
         match result {
             Ok(response) => {
                 let data = response.data;
                 match (data.block, data.refused) {
                     (Some((height, hash)), None) => {
                         debug!(height = height.0, transfers, "block applied");
+                        self.proposed_max.fetch_max(height.0, std::sync::atomic::Ordering::Relaxed);
                         for (reply, result) in replies.into_iter().zip(&data.results) {
                             let _ = reply.send(Ok(reply_for(height.0, &hash.0, result)));
                         }

@@ -248,7 +248,7 @@ impl Peer for PeerService {
         let request = request.into_inner();
         let span = info_span!("remit.peer.fetch_messages", count = request.uetrs.len());
         let _guard = span.enter();
-        let messages = self.engine.messages_for(&request.uetrs, &request.destination)?;
-        Ok(Response::new(FetchPaymentMessagesReply { messages }))
+        let (messages, unknown) = self.engine.messages_for(&request.uetrs, &request.destination)?;
+        Ok(Response::new(FetchPaymentMessagesReply { messages, unknown }))
     }
 }

@@ -18,7 +18,7 @@
 //! against the ledger commitment, paid through the [`PayoutAdapter`], and the
 //! outcome reported on the ledger in a batch signed by this gateway.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,10 +72,17 @@ pub const PAYMENT_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// Attempts to fetch a missing or bad payment message before returning the
 /// transfer (about a minute with backoff).
 pub const MESSAGE_FETCH_ATTEMPTS_MAX: u32 = 12;
+/// A transfer whose message is still missing this long after it was first
+/// seen is returned, whatever the number of attempts.
+const MESSAGE_FETCH_GIVE_UP: Duration = Duration::from_secs(75);
 /// Wait before the first look for a missing message (the push may be late).
 const MESSAGE_FETCH_FIRST_WAIT: Duration = Duration::from_millis(200);
-/// Longest wait between two fetches of a missing message.
+/// Longest wait between two fetches of a missing message; also the wait
+/// after an origin said it holds no remittance for the transfer at all.
 const MESSAGE_FETCH_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Fetches are due on a grid of this step, so that one round (one call per
+/// origin) serves every transfer due in the step.
+const MESSAGE_FETCH_TICK: Duration = Duration::from_millis(50);
 /// Most messages asked of an origin in one FetchPaymentMessages call.
 pub const FETCH_MESSAGES_MAX: usize = 1_000;
 
@@ -84,7 +91,48 @@ struct Awaited {
     incoming: IncomingTransfer,
     attempts: u32,
     backoff: Duration,
+    /// When the transfer was first seen without its message.
+    since: Instant,
 }
+/// When each awaited transfer's next fetch is due, on a grid of
+/// [`MESSAGE_FETCH_TICK`] steps, so that a round serves a whole step.
+struct FetchSchedule {
+    start: Instant,
+    due: BTreeSet<(Instant, Uetr)>,
+}
+
+impl FetchSchedule {
+    fn new(start: Instant) -> Self {
+        Self { start, due: BTreeSet::new() }
+    }
+
+    /// Schedules `uetr` at the first grid step at or after `at`.
+    fn insert(&mut self, at: Instant, uetr: Uetr) {
+        let tick = MESSAGE_FETCH_TICK.as_nanos();
+        let offset = at.saturating_duration_since(self.start).as_nanos();
+        let steps = u32::try_from(offset.div_ceil(tick)).unwrap_or(u32::MAX);
+        self.due.insert((self.start + MESSAGE_FETCH_TICK * steps, uetr));
+    }
+
+    /// The next due time, if any.
+    fn first(&self) -> Option<Instant> {
+        self.due.first().map(|(at, _)| *at)
+    }
+
+    /// Takes every transfer due at or before `now`.
+    fn take_due(&mut self, now: Instant) -> Vec<Uetr> {
+        let mut ready = Vec::new();
+        while let Some(&(at, uetr)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            ready.push(uetr);
+        }
+        ready
+    }
+}
+
 /// Status updates buffered for slow watchers.
 const UPDATES_CAPACITY: usize = 65_536;
 /// Most remittances paid out in one batch.
@@ -1255,7 +1303,7 @@ impl Engine {
         &self,
         uetrs: &[Vec<u8>],
         destination: &str,
-    ) -> Result<Vec<PaymentMessageEnvelope>, GrpcStatus> {
+    ) -> Result<(Vec<PaymentMessageEnvelope>, Vec<Vec<u8>>), GrpcStatus> {
         if uetrs.len() > FETCH_MESSAGES_MAX {
             return Err(GrpcStatus::invalid_argument(format!("uetrs: at most {FETCH_MESSAGES_MAX}")));
         }
@@ -1267,21 +1315,22 @@ impl Engine {
             );
         }
         let state = self.state();
-        let messages = parsed
-            .into_iter()
-            .filter_map(|uetr| {
-                let record = state.remittances.get(&uetr)?;
-                (record.role == Role::Origin && record.message.destination.as_str() == destination).then(|| {
-                    PaymentMessageEnvelope {
+        let mut messages = Vec::new();
+        let mut unknown = Vec::new();
+        for uetr in parsed {
+            match state.remittances.get(&uetr) {
+                Some(record) if record.role == Role::Origin && record.message.destination.as_str() == destination => {
+                    messages.push(PaymentMessageEnvelope {
                         uetr: uetr.as_bytes().to_vec(),
                         origin: record.message.origin.to_string(),
                         salt: record.salt.to_vec(),
                         message: record.message.to_bytes(),
-                    }
-                })
-            })
-            .collect();
-        Ok(messages)
+                    });
+                }
+                _ => unknown.push(uetr.as_bytes().to_vec()),
+            }
+        }
+        Ok((messages, unknown))
     }
 
     // ---- both sides: the ledger follower ----
@@ -1472,15 +1521,22 @@ impl Engine {
     /// valid message a transfer is returned (MS03).
     async fn run_fetcher(self, mut rx: mpsc::UnboundedReceiver<(Uetr, IncomingTransfer)>) {
         let mut awaited: HashMap<Uetr, Awaited> = HashMap::new();
-        let mut due: BTreeSet<(Instant, Uetr)> = BTreeSet::new();
+        let mut due = FetchSchedule::new(Instant::now());
         loop {
-            let next = due.first().map(|(at, _)| *at);
+            let next = due.first();
             tokio::select! {
                 arrived = rx.recv() => {
-                    let Some((uetr, incoming)) = arrived else { return };
-                    if let std::collections::hash_map::Entry::Vacant(slot) = awaited.entry(uetr) {
-                        due.insert((Instant::now() + MESSAGE_FETCH_FIRST_WAIT, uetr));
-                        slot.insert(Awaited { incoming, attempts: 0, backoff: MESSAGE_FETCH_FIRST_WAIT });
+                    let Some(first) = arrived else { return };
+                    // Everything waiting at once: one wake (and one timer)
+                    // per burst, not per transfer.
+                    let now = Instant::now();
+                    let mut next = Some(first);
+                    while let Some((uetr, incoming)) = next {
+                        if let std::collections::hash_map::Entry::Vacant(slot) = awaited.entry(uetr) {
+                            due.insert(now + MESSAGE_FETCH_FIRST_WAIT, uetr);
+                            slot.insert(Awaited { incoming, attempts: 0, backoff: MESSAGE_FETCH_FIRST_WAIT, since: now });
+                        }
+                        next = rx.try_recv().ok();
                     }
                     continue;
                 }
@@ -1491,25 +1547,12 @@ impl Engine {
                     }
                 } => {}
             }
-            let now = Instant::now();
-            let mut ready = Vec::new();
-            while let Some(&(at, uetr)) = due.first() {
-                if at > now {
-                    break;
-                }
-                due.pop_first();
-                ready.push(uetr);
-            }
+            let ready = due.take_due(Instant::now());
             self.fetch_round(ready, &mut awaited, &mut due).await;
         }
     }
 
-    async fn fetch_round(
-        &self,
-        ready: Vec<Uetr>,
-        awaited: &mut HashMap<Uetr, Awaited>,
-        due: &mut BTreeSet<(Instant, Uetr)>,
-    ) {
+    async fn fetch_round(&self, ready: Vec<Uetr>, awaited: &mut HashMap<Uetr, Awaited>, due: &mut FetchSchedule) {
         let mut accepted = Vec::new();
         let mut by_origin: HashMap<ParticipantId, Vec<Uetr>> = HashMap::new();
         {
@@ -1533,6 +1576,7 @@ impl Engine {
             let client = self.inner.ledger.peers.participant(&origin);
             for chunk in uetrs.chunks(FETCH_MESSAGES_MAX) {
                 let mut found: HashMap<Uetr, InboxMessage> = HashMap::new();
+                let mut unknown: HashSet<Uetr> = HashSet::new();
                 if let Some(mut client) = client.clone() {
                     let request = remit_proto::v1::FetchPaymentMessagesRequest {
                         uetrs: chunk.iter().map(|uetr| uetr.as_bytes().to_vec()).collect(),
@@ -1540,13 +1584,17 @@ impl Engine {
                     };
                     let span = info_span!("remit.remittance.fetch_messages", %origin, count = chunk.len());
                     if let Ok(reply) = client.fetch_payment_messages(request).instrument(span).await {
-                        for envelope in reply.into_inner().messages {
+                        let reply = reply.into_inner();
+                        unknown.extend(reply.unknown.iter().filter_map(|bytes| uetr_from_bytes(bytes)));
+                        for envelope in reply.messages {
                             if let Ok(message) = inbox_message(envelope) {
                                 found.insert(message.uetr, message);
                             }
                         }
                     }
                 }
+                let now = Instant::now();
+                let mut returned = Vec::new();
                 for uetr in chunk {
                     let Some(entry) = awaited.get_mut(uetr) else { continue };
                     let checked = found
@@ -1558,14 +1606,23 @@ impl Engine {
                         continue;
                     }
                     entry.attempts += 1;
-                    if entry.attempts >= MESSAGE_FETCH_ATTEMPTS_MAX {
+                    if entry.attempts >= MESSAGE_FETCH_ATTEMPTS_MAX || now >= entry.since + MESSAGE_FETCH_GIVE_UP {
                         awaited.remove(uetr);
-                        warn!(%uetr, "no valid payment message; returning the transfer");
+                        returned.push(*uetr);
                         super::reports::queue_return_without_message(self, *uetr);
                     } else {
-                        entry.backoff = (entry.backoff * 2).min(MESSAGE_FETCH_WAIT_MAX);
-                        due.insert((Instant::now() + entry.backoff, *uetr));
+                        // An origin that holds no remittance for it will not
+                        // have one in a moment either: ask again only slowly.
+                        entry.backoff = if unknown.contains(uetr) {
+                            MESSAGE_FETCH_WAIT_MAX
+                        } else {
+                            (entry.backoff * 2).min(MESSAGE_FETCH_WAIT_MAX)
+                        };
+                        due.insert(now + entry.backoff, *uetr);
                     }
+                }
+                if let Some(first) = returned.first() {
+                    warn!(%origin, count = returned.len(), first = %first, "no valid payment message; returning the transfers");
                 }
             }
         }

@@ -32,18 +32,48 @@ pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// The Raft log of a node. Cloning shares the same trees.
+/// Log entries kept in memory after they are appended: a leader reads each
+/// new entry back once per follower to replicate it, and every node once
+/// more to apply it; from memory that is a copy, from sled a read and a
+/// decode of the whole block.
+const RECENT_ENTRIES_MAX: usize = 64;
+
+/// The Raft log of a node. Cloning shares the same trees and cache.
 #[derive(Clone, Debug)]
 pub struct SledRaftLog {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// The newest appended entries by index (a copy of what is in `log`).
+    recent: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Entry>>>,
 }
 
 impl SledRaftLog {
     /// Opens the log trees in the node's database.
     pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
-        Ok(Self { db: db.clone(), log: db.open_tree(TREE_LOG)?, meta: db.open_tree(TREE_META)? })
+        Ok(Self {
+            db: db.clone(),
+            log: db.open_tree(TREE_LOG)?,
+            meta: db.open_tree(TREE_META)?,
+            recent: std::sync::Arc::default(),
+        })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Entry>> {
+        self.recent.lock().expect("the log cache lock is never held across a panic")
+    }
+
+    /// The entries `start..end` (end exclusive, `None` for unbounded) from
+    /// memory, when every one of them is there.
+    fn cached(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
+        let recent = self.recent();
+        let (&first, _) = recent.first_key_value()?;
+        let (&last, _) = recent.last_key_value()?;
+        let end = end.unwrap_or(last + 1);
+        if start < first || end > last + 1 {
+            return None;
+        }
+        Some(recent.range(start..end).map(|(_, entry)| entry.clone()).collect())
     }
 
     fn read_meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -81,6 +111,14 @@ impl RaftLogReader<TypeConfig> for SledRaftLog {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let end_exclusive = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = self.cached(start, end_exclusive) {
+            return Ok(entries);
+        }
         let end = match range.end_bound() {
             Bound::Included(i) => Bound::Included(index_key(*i)),
             Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
@@ -135,14 +173,30 @@ impl RaftLogStorage<TypeConfig> for SledRaftLog {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut appended = Vec::new();
         for entry in entries {
             let bytes = bincode::serialize(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.insert(&index_key(entry.log_id.index), bytes);
+            appended.push(entry);
         }
         self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
         let flushed = blocking(|| self.db.flush());
         match flushed {
             Ok(_) => {
+                let mut recent = self.recent();
+                // Contiguous with what is cached, or a new run.
+                if let (Some(first), Some((&last, _))) = (appended.first(), recent.last_key_value()) {
+                    if first.log_id.index != last + 1 {
+                        recent.clear();
+                    }
+                }
+                for entry in appended {
+                    recent.insert(entry.log_id.index, entry);
+                }
+                while recent.len() > RECENT_ENTRIES_MAX {
+                    recent.pop_first();
+                }
+                drop(recent);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -155,6 +209,7 @@ impl RaftLogStorage<TypeConfig> for SledRaftLog {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.recent().retain(|index, _| *index < log_id.index);
         let mut batch = sled::Batch::default();
         for item in self.log.range(index_key(log_id.index)..) {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
@@ -166,6 +221,7 @@ impl RaftLogStorage<TypeConfig> for SledRaftLog {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.recent().retain(|index, _| *index > log_id.index);
         self.write_meta(KEY_PURGED, &log_id, true)?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {

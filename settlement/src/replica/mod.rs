@@ -45,29 +45,51 @@ pub const PROPOSAL_TAG: &[u8] = b"REMIT_PROPOSAL_V1";
 pub const PROPOSAL_RESPONSE_TAG: &[u8] = b"REMIT_PROPOSAL_RESPONSE_V1";
 
 /// A block proposal as replicated: the proposer's timestamp and the entries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its canonical encoding is computed once and shared by clones: a leader
+/// stores a proposal in its log and sends it to every follower, and each
+/// of those would otherwise encode it again.
+#[derive(Clone, Debug)]
 pub struct Proposal {
     /// Proposer's clock; clamped at apply so block time never goes back.
     pub timestamp_ms: u64,
     /// The entries, in order.
     pub entries: Vec<Entry>,
+    encoded: std::sync::OnceLock<std::sync::Arc<[u8]>>,
 }
 
+impl PartialEq for Proposal {
+    fn eq(&self, other: &Self) -> bool {
+        self.timestamp_ms == other.timestamp_ms && self.entries == other.entries
+    }
+}
+
+impl Eq for Proposal {}
+
 impl Proposal {
-    /// Canonical encoding.
-    pub fn encode(&self) -> Vec<u8> {
-        let transfers: usize = self.entries.iter().map(Entry::transfer_count).sum();
-        let mut w = Writer::with_capacity(64 + transfers * 100);
-        w.raw(PROPOSAL_TAG);
-        w.u64(self.timestamp_ms);
-        w.len(self.entries.len());
-        for entry in &self.entries {
-            entry.encode(&mut w);
-        }
-        w.into_bytes()
+    /// A proposal of `entries` at `timestamp_ms`.
+    pub fn new(timestamp_ms: u64, entries: Vec<Entry>) -> Self {
+        Self { timestamp_ms, entries, encoded: std::sync::OnceLock::new() }
     }
 
-    /// Decodes a proposal.
+    /// Canonical encoding (computed once).
+    pub fn encode(&self) -> std::sync::Arc<[u8]> {
+        self.encoded
+            .get_or_init(|| {
+                let transfers: usize = self.entries.iter().map(Entry::transfer_count).sum();
+                let mut w = Writer::with_capacity(64 + transfers * 100);
+                w.raw(PROPOSAL_TAG);
+                w.u64(self.timestamp_ms);
+                w.len(self.entries.len());
+                for entry in &self.entries {
+                    entry.encode(&mut w);
+                }
+                w.into_bytes().into()
+            })
+            .clone()
+    }
+
+    /// Decodes a proposal (keeping its bytes as its encoding).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes, "proposal");
         r.tag(PROPOSAL_TAG)?;
@@ -78,7 +100,9 @@ impl Proposal {
             entries.push(Entry::decode(&mut r)?);
         }
         r.finish()?;
-        Ok(Self { timestamp_ms, entries })
+        let proposal = Self::new(timestamp_ms, entries);
+        let _ = proposal.encoded.set(bytes.into());
+        Ok(proposal)
     }
 }
 
