@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand07::SeedableRng;
-use remit_settlement::certify::{quorum, CertificationMessage, ValidatorKey, ValidatorSet};
+use remit_settlement::certify::{quorum, CertificationMessage, Share, ValidatorKey, ValidatorSet};
 use remit_settlement::hash::Digest32;
 use remit_settlement::ids::{ChainId, Height};
 use threshold_crypto::SecretKeySet;
@@ -42,6 +42,11 @@ fn bench_certify(c: &mut Criterion) {
         })
     });
     group.bench_function("verify_certificate", |b| b.iter(|| assert!(certificate.verify(&group_key, &message))));
+    group.bench_function("verify_certificate_prepared", |b| {
+        b.iter(|| assert!(set.verify_certificate(&certificate, &message)))
+    });
+    let share_bytes = shares[1].to_bytes();
+    group.bench_function("decode_share", |b| b.iter(|| Share::from_bytes(1, &share_bytes).expect("decodes")));
     group
         .bench_function("certify_optimistic_3_of_4", |b| b.iter(|| set.certify(&message, &shares).expect("certifies")));
     group.finish();
