@@ -24,7 +24,7 @@
 //! records are kept in block order, and the hash map of records is only ever
 //! looked up, never iterated into a hash or a result.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::applied::AppliedTransfer;
 use crate::codec::{DecodeError, Reader, Writer};
@@ -32,6 +32,7 @@ use crate::constants::{BLOCK_TRANSFERS_MAX, INDEX_CHAPTER_HEIGHTS};
 use crate::hash::{hash_with_domain, Digest32};
 use crate::ids::{Height, Uetr};
 use crate::payout::PayoutState;
+use crate::uetr_map::UetrMap;
 
 /// Domain tag of a segment hash.
 pub const SEGMENT_HASH_TAG: &[u8] = b"REMIT_INDEX_SEGMENT_V1";
@@ -96,7 +97,7 @@ pub struct RestoredSegment {
 /// The bounded, hashed duplicate index. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct TransferIndex {
-    locations: HashMap<Uetr, Location>,
+    locations: UetrMap<Location>,
     segments: BTreeMap<Height, Segment>,
     /// Segments past their retention, kept for their open payouts.
     lingering: BTreeSet<Height>,
@@ -130,7 +131,7 @@ impl TransferIndex {
     /// An empty index.
     pub fn new() -> Self {
         let mut index = Self {
-            locations: HashMap::new(),
+            locations: UetrMap::new(),
             segments: BTreeMap::new(),
             lingering: BTreeSet::new(),
             retained_from: Height::GENESIS,
@@ -188,11 +189,6 @@ impl TransferIndex {
     /// What the last applied block changed.
     pub fn changes(&self) -> &IndexChanges {
         &self.changes
-    }
-
-    /// Makes room for `additional` records.
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        self.locations.reserve(additional);
     }
 
     /// Starts a block: forgets the previous block's change list.
@@ -348,8 +344,6 @@ impl TransferIndex {
         let bad = |reason: String| Err(DecodeError::new("duplicate index", reason));
         let cutoff = timestamp_ms.saturating_sub(retention_ms);
         let mut index = Self::new();
-        let total: usize = segments.iter().map(|s| s.records.len()).sum();
-        index.locations.reserve(total);
         let mut previous: Option<(Height, u64)> = None;
         for restored in segments {
             let height = restored.height;

@@ -427,9 +427,6 @@ impl LedgerState {
     pub fn apply(&mut self, proposal: BlockProposal, signatures: SignatureCheck) -> Result<Block, BlockError> {
         self.check_structure(&proposal, &signatures)?;
         self.transfers.begin_block();
-        // One allocation for the block's index growth, instead of rehashing
-        // the growing index while transfers are inserted.
-        self.transfers.reserve(proposal.entries.iter().map(Entry::transfer_count).sum());
         let entries_root = entries_root(&proposal.entries);
         let BlockProposal { height, prev_hash, timestamp_ms, entries } = proposal;
         let mut results = Vec::with_capacity(entries.len());

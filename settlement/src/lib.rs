@@ -24,6 +24,7 @@ pub mod payout;
 pub mod replica;
 pub mod store;
 pub mod transfer;
+pub mod uetr_map;
 
 pub use applied::{AppliedTransfer, AppliedTransferView};
 pub use block::{Block, BlockHeader, BlockProposal, Entry, EntryResult, RejectReason, TransferOutcome};
@@ -37,3 +38,4 @@ pub use payout::{
     PayoutOutcome, PayoutReport, PayoutReportBatch, PayoutState, ReturnReason, PAYOUT_REPORTS_SIGNATURE_TAG,
 };
 pub use transfer::{BatchSignature, Transfer, TransferBatch};
+pub use uetr_map::UetrMap;

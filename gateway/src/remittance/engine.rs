@@ -33,7 +33,7 @@ use remit_settlement::ids::{ChainId, Height, ParticipantId, Uetr};
 use remit_settlement::replica::state_machine::lock as lock_chain;
 use remit_settlement::replica::SharedChain;
 use remit_settlement::store::LedgerStore;
-use remit_settlement::{Transfer, TransferBatch};
+use remit_settlement::{Transfer, TransferBatch, UetrMap};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
 use tonic::Status as GrpcStatus;
@@ -298,18 +298,18 @@ impl std::fmt::Debug for EngineConfig {
 #[derive(Default)]
 struct State {
     // Boxed: growing the map moves pointers, not whole records.
-    remittances: HashMap<Uetr, Box<Remittance>>,
+    remittances: UetrMap<Box<Remittance>>,
     idempotency: HashMap<(String, String), Uetr>,
     by_client: HashMap<String, BTreeSet<(u64, Uetr)>>,
-    inbox: HashMap<Uetr, InboxMessage>,
-    incoming: HashMap<Uetr, IncomingTransfer>,
+    inbox: UetrMap<InboxMessage>,
+    incoming: UetrMap<IncomingTransfer>,
     /// Destination records already built (and their messages checked) for
     /// `accepted` events about to be applied, so the message is not parsed
     /// twice; empty outside [`Engine::commit_accepting`].
-    prepared: HashMap<Uetr, Box<Remittance>>,
+    prepared: UetrMap<Box<Remittance>>,
     /// Payment message bytes of origin remittances created since start and
     /// not yet taken by the submitter, so the message is serialised once.
-    message_bytes: HashMap<Uetr, Vec<u8>>,
+    message_bytes: UetrMap<Vec<u8>>,
     cursor: u64,
 }
 
@@ -634,7 +634,7 @@ impl Engine {
                 resumed += 1;
             }
         }
-        for (uetr, incoming) in &state.incoming {
+        for (uetr, incoming) in state.incoming.iter() {
             if self.inner.fetch_tx.send((*uetr, incoming.clone())).is_ok() {
                 resumed += 1;
             }
@@ -1520,7 +1520,7 @@ impl Engine {
     /// with backoff; after [`MESSAGE_FETCH_ATTEMPTS_MAX`] rounds without a
     /// valid message a transfer is returned (MS03).
     async fn run_fetcher(self, mut rx: mpsc::UnboundedReceiver<(Uetr, IncomingTransfer)>) {
-        let mut awaited: HashMap<Uetr, Awaited> = HashMap::new();
+        let mut awaited: UetrMap<Awaited> = UetrMap::new();
         let mut due = FetchSchedule::new(Instant::now());
         loop {
             let next = due.first();
@@ -1532,9 +1532,9 @@ impl Engine {
                     let now = Instant::now();
                     let mut next = Some(first);
                     while let Some((uetr, incoming)) = next {
-                        if let std::collections::hash_map::Entry::Vacant(slot) = awaited.entry(uetr) {
+                        if !awaited.contains_key(&uetr) {
                             due.insert(now + MESSAGE_FETCH_FIRST_WAIT, uetr);
-                            slot.insert(Awaited { incoming, attempts: 0, backoff: MESSAGE_FETCH_FIRST_WAIT, since: now });
+                            awaited.insert(uetr, Awaited { incoming, attempts: 0, backoff: MESSAGE_FETCH_FIRST_WAIT, since: now });
                         }
                         next = rx.try_recv().ok();
                     }
@@ -1552,7 +1552,7 @@ impl Engine {
         }
     }
 
-    async fn fetch_round(&self, ready: Vec<Uetr>, awaited: &mut HashMap<Uetr, Awaited>, due: &mut FetchSchedule) {
+    async fn fetch_round(&self, ready: Vec<Uetr>, awaited: &mut UetrMap<Awaited>, due: &mut FetchSchedule) {
         let mut accepted = Vec::new();
         let mut by_origin: HashMap<ParticipantId, Vec<Uetr>> = HashMap::new();
         {
