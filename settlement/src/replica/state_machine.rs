@@ -43,8 +43,20 @@ pub type SharedChain = Arc<Mutex<Chain<SledLedgerStore>>>;
 
 /// Locks the shared chain. A panic while holding the lock means the chain may
 /// be half-updated in memory; carrying on would be unsafe, so it propagates.
+///
+/// An apply holds the lock until its block is durable, and a sled flush can
+/// take a hundred milliseconds or more. A caller on an async runtime that
+/// finds the lock taken therefore waits through [`blocking`]: its worker
+/// thread hands its other tasks (Raft RPCs, timers, the APIs) to another
+/// thread instead of stalling them all behind the flush.
 pub fn lock(chain: &SharedChain) -> MutexGuard<'_, Chain<SledLedgerStore>> {
-    chain.lock().expect("a panic while holding the chain lock stops the node")
+    match chain.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::WouldBlock) => {
+            blocking(|| chain.lock().expect("a panic while holding the chain lock stops the node"))
+        }
+        Err(std::sync::TryLockError::Poisoned(_)) => panic!("a panic while holding the chain lock stops the node"),
+    }
 }
 
 fn read_meta<T: for<'de> Deserialize<'de>>(
