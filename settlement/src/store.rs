@@ -225,8 +225,8 @@ impl SledLedgerStore {
         Ok(())
     }
 
-    /// The underlying database, for other trees of the same node (the
-    /// replication log) so they share one lock and one flush.
+    /// The underlying database (an earlier layout kept the Raft log in it:
+    /// see [`crate::replica::log_store::SledRaftLog::open_moving_from`]).
     pub fn db(&self) -> &sled::Db {
         &self.db
     }

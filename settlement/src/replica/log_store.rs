@@ -1,6 +1,6 @@
-//! The Raft log and vote on sled (trees `raft_log` and `raft_meta` of the
-//! node's database). Appends are flushed before openraft is told they are
-//! durable.
+//! The Raft log and vote on sled (trees `raft_log` and `raft_meta` of a
+//! database of their own, `<data_dir>/raft`). Appends are flushed before
+//! openraft is told they are durable.
 //!
 //! openraft's storage traits fix the error type (`StorageError`, large), so
 //! `clippy::result_large_err` is allowed here.
@@ -49,7 +49,42 @@ pub struct SledRaftLog {
 }
 
 impl SledRaftLog {
-    /// Opens the log trees in the node's database.
+    /// Opens the log trees in `db`, first moving them there from `earlier`
+    /// (the ledger's database, where an earlier layout kept them) when `db`
+    /// holds no Raft state yet. Losing the vote would let a restarted
+    /// validator vote twice in a term, so the move is crash-safe: the log and
+    /// then the vote are copied and flushed, and only then are the earlier
+    /// trees dropped. A crash before the vote is copied repeats the copy
+    /// (the same keys, the same values); a crash after it drops the earlier
+    /// trees on the next start. Returns the log and whether it was moved.
+    pub fn open_moving_from(db: &sled::Db, earlier: &sled::Db) -> Result<(Self, bool), sled::Error> {
+        let log = Self::open(db)?;
+        let has_trees = |db: &sled::Db| db.tree_names().iter().any(|name| name.as_ref() == TREE_META.as_bytes());
+        if !has_trees(earlier) {
+            return Ok((log, false));
+        }
+        let earlier_meta = earlier.open_tree(TREE_META)?;
+        let earlier_log = earlier.open_tree(TREE_LOG)?;
+        let moved = log.meta.is_empty() && !earlier_meta.is_empty();
+        if moved {
+            for (from, to) in [(&earlier_log, &log.log), (&earlier_meta, &log.meta)] {
+                let mut batch = sled::Batch::default();
+                for item in from.iter() {
+                    let (key, value) = item?;
+                    batch.insert(key, value);
+                }
+                to.apply_batch(batch)?;
+                db.flush()?;
+            }
+        }
+        drop((earlier_meta, earlier_log));
+        earlier.drop_tree(TREE_LOG)?;
+        earlier.drop_tree(TREE_META)?;
+        earlier.flush()?;
+        Ok((log, moved))
+    }
+
+    /// Opens the log trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
         Ok(Self {
             db: db.clone(),
@@ -230,5 +265,88 @@ impl RaftLogStorage<TypeConfig> for SledRaftLog {
         }
         self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temporary() -> sled::Db {
+        sled::Config::new().temporary(true).open().expect("temporary sled")
+    }
+
+    fn contents(tree: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
+        tree.iter().map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("readable")).collect()
+    }
+
+    /// A ledger database of the earlier layout: two log entries and a vote.
+    fn earlier_layout() -> sled::Db {
+        let db = temporary();
+        let log = db.open_tree(TREE_LOG).expect("tree");
+        log.insert(index_key(1), b"entry one".to_vec()).expect("insert");
+        log.insert(index_key(2), b"entry two".to_vec()).expect("insert");
+        db.open_tree(TREE_META).expect("tree").insert(KEY_VOTE, b"vote".to_vec()).expect("insert");
+        db.open_tree("blocks").expect("tree").insert(b"b1", b"ledger data".to_vec()).expect("insert");
+        db
+    }
+
+    fn has_raft_trees(db: &sled::Db) -> bool {
+        db.tree_names().iter().any(|name| name.as_ref() == TREE_META.as_bytes() || name.as_ref() == TREE_LOG.as_bytes())
+    }
+
+    fn expected_log() -> Vec<(Vec<u8>, Vec<u8>)> {
+        vec![(index_key(1).to_vec(), b"entry one".to_vec()), (index_key(2).to_vec(), b"entry two".to_vec())]
+    }
+
+    #[test]
+    fn an_earlier_layout_moves_its_log_and_vote_once_and_keeps_the_ledger() {
+        let earlier = earlier_layout();
+        let db = temporary();
+        let (log, moved) = SledRaftLog::open_moving_from(&db, &earlier).expect("opens");
+        assert!(moved);
+        assert_eq!(contents(&log.log), expected_log());
+        assert_eq!(contents(&log.meta), vec![(KEY_VOTE.to_vec(), b"vote".to_vec())]);
+        assert!(!has_raft_trees(&earlier), "the earlier trees are gone");
+        assert_eq!(earlier.open_tree("blocks").expect("tree").len(), 1, "ledger data untouched");
+        let (again, moved) = SledRaftLog::open_moving_from(&db, &earlier).expect("opens");
+        assert!(!moved, "nothing left to move");
+        assert_eq!(contents(&again.log), expected_log());
+    }
+
+    #[test]
+    fn a_move_cut_before_the_vote_is_repeated_whole() {
+        let earlier = earlier_layout();
+        let db = temporary();
+        // The crash: the log was copied, the vote was not.
+        db.open_tree(TREE_LOG).expect("tree").insert(index_key(1), b"entry one".to_vec()).expect("insert");
+        let (log, moved) = SledRaftLog::open_moving_from(&db, &earlier).expect("opens");
+        assert!(moved);
+        assert_eq!(contents(&log.log), expected_log());
+        assert_eq!(contents(&log.meta), vec![(KEY_VOTE.to_vec(), b"vote".to_vec())]);
+        assert!(!has_raft_trees(&earlier));
+    }
+
+    #[test]
+    fn a_move_cut_after_the_vote_only_drops_the_earlier_trees() {
+        let earlier = earlier_layout();
+        let db = temporary();
+        // The crash: everything was copied, and the node voted again since.
+        let log = db.open_tree(TREE_LOG).expect("tree");
+        log.insert(index_key(1), b"entry one".to_vec()).expect("insert");
+        log.insert(index_key(2), b"entry two".to_vec()).expect("insert");
+        db.open_tree(TREE_META).expect("tree").insert(KEY_VOTE, b"newer vote".to_vec()).expect("insert");
+        let (log, moved) = SledRaftLog::open_moving_from(&db, &earlier).expect("opens");
+        assert!(!moved);
+        assert_eq!(contents(&log.meta), vec![(KEY_VOTE.to_vec(), b"newer vote".to_vec())], "the newer vote stays");
+        assert!(!has_raft_trees(&earlier));
+    }
+
+    #[test]
+    fn a_new_node_moves_nothing() {
+        let (earlier, db) = (temporary(), temporary());
+        let (log, moved) = SledRaftLog::open_moving_from(&db, &earlier).expect("opens");
+        assert!(!moved);
+        assert!(log.log.is_empty() && log.meta.is_empty());
     }
 }
