@@ -113,12 +113,24 @@ pub struct BlockSection {
     /// Cut a block once the oldest pending batch is this old.
     #[serde(default = "default_block_age_ms_max")]
     pub age_ms_max: u64,
+    /// When the pipeline goes idle (every proposed block certified), cut the
+    /// next block early, but not sooner than this after the previous one.
+    #[serde(default = "default_block_interval_ms_min")]
+    pub interval_ms_min: u64,
 }
 
 impl Default for BlockSection {
     fn default() -> Self {
-        Self { transfers_max: default_block_transfers_max(), age_ms_max: default_block_age_ms_max() }
+        Self {
+            transfers_max: default_block_transfers_max(),
+            age_ms_max: default_block_age_ms_max(),
+            interval_ms_min: default_block_interval_ms_min(),
+        }
     }
+}
+
+fn default_block_interval_ms_min() -> u64 {
+    crate::constants::BLOCK_INTERVAL_MS_MIN
 }
 
 fn default_block_transfers_max() -> usize {

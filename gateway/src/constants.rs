@@ -8,12 +8,22 @@ pub const BLOCK_TRANSFERS_TARGET: usize = 8_192;
 /// was a third of two cores under remittance load (20,000/s), at 100 ms a
 /// sixth, for about 50 ms more latency (BENCHMARKS.md).
 pub const BLOCK_AGE_MS_MAX: u64 = 100;
+/// Shortest time between two blocks cut early because the pipeline went
+/// idle. At idle the previous cut is long past and a lone batch waits only
+/// for [`crate::node::proposer::BLOCK_GATHER_MS`]; under load certification
+/// finishes every 40 ms or so and, without this bound, every round would
+/// cut a block of its own and pay its BLS work again.
+pub const BLOCK_INTERVAL_MS_MIN: u64 = 50;
 /// Transfers the leader holds pending before refusing more (backpressure).
 pub const PENDING_TRANSFERS_MAX: usize = 262_144;
 /// Proposals in flight (submitted to Raft, not yet applied) at once.
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4;
 /// Largest gRPC message (a Raft append can carry several full blocks).
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// HTTP/2 stream and connection flow-control window of the peer API (both
+/// ends): a Raft append of several blocks flows without waiting for window
+/// updates.
+pub const HTTP2_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// Raft log entries (blocks) per append message.
 pub const RAFT_APPEND_ENTRIES_MAX: u64 = 8;
 /// Blocks returned by one GetBlocks call.
@@ -40,5 +50,6 @@ pub const FOLLOW_TIP_EVERY_MS: u64 = 1_000;
 pub const GOVERNANCE_CERTIFY_WAIT_MS: u64 = 30_000;
 
 const _: () = assert!(BLOCK_TRANSFERS_TARGET <= remit_settlement::constants::BLOCK_TRANSFERS_MAX);
+const _: () = assert!(BLOCK_INTERVAL_MS_MIN <= BLOCK_AGE_MS_MAX);
 const _: () = assert!(PENDING_TRANSFERS_MAX >= 2 * BLOCK_TRANSFERS_TARGET);
 const _: () = assert!(FOLLOW_WAIT_MS < PEER_RPC_TIMEOUT_MS);

@@ -3,8 +3,9 @@
 //! beyond the limit it refuses with RESOURCE_EXHAUSTED) and cuts a block
 //! proposal when one of these holds:
 //! - the pipeline is idle: every block it proposed is certified (and the
-//!   oldest batch has waited [`BLOCK_GATHER_MS`] for company), so a quiet
-//!   network answers at once;
+//!   oldest batch has waited [`BLOCK_GATHER_MS`] for company, and the
+//!   previous block was cut at least `block.interval_ms_min` ago), so a
+//!   quiet network answers at once;
 //! - `block.transfers_max` transfers are pending;
 //! - the oldest batch has waited `block.age_ms_max`.
 //!
@@ -48,6 +49,8 @@ struct PendingBatch {
 struct Queue {
     batches: VecDeque<PendingBatch>,
     transfers: usize,
+    /// When the previous block was cut.
+    last_cut: Option<Instant>,
 }
 
 /// How long the oldest batch waits for others before an idle pipeline cuts
@@ -239,9 +242,11 @@ impl Proposer {
         let idle = self.pipeline_idle();
         let mut queue = self.queue();
         let waited = queue.batches.front().map_or(Duration::ZERO, |b| b.received.elapsed());
+        let spaced =
+            queue.last_cut.is_none_or(|cut| cut.elapsed() >= Duration::from_millis(self.block.interval_ms_min));
         let due = queue.transfers >= self.block.transfers_max
             || waited >= Duration::from_millis(self.block.age_ms_max)
-            || (idle && waited >= Duration::from_millis(BLOCK_GATHER_MS));
+            || (idle && spaced && waited >= Duration::from_millis(BLOCK_GATHER_MS));
         if queue.batches.is_empty() || !(due || force) {
             return None;
         }
@@ -261,6 +266,7 @@ impl Proposer {
             taken.push(queue.batches.pop_front().expect("front exists"));
         }
         queue.transfers -= transfers;
+        queue.last_cut = Some(Instant::now());
         Some(taken)
     }
 
@@ -279,6 +285,7 @@ impl Proposer {
     pub async fn run(self: Arc<Self>) {
         let age_max = Duration::from_millis(self.block.age_ms_max.max(1));
         let gather = Duration::from_millis(BLOCK_GATHER_MS);
+        let interval_min = Duration::from_millis(self.block.interval_ms_min);
         loop {
             // Wake when the oldest pending batch comes due (sooner when the
             // pipeline is idle), when a batch arrives or a proposal is
@@ -287,7 +294,17 @@ impl Proposer {
             use std::sync::atomic::Ordering::Relaxed;
             let idle = self.pipeline_idle();
             let wait = if idle { gather } else { age_max };
-            let due = self.queue().batches.front().map_or(Instant::now() + age_max, |b| b.received + wait);
+            let due = {
+                let queue = self.queue();
+                let spaced_from = queue.last_cut.map(|cut| cut + interval_min);
+                match queue.batches.front() {
+                    None => Instant::now() + age_max,
+                    Some(oldest) if idle => (oldest.received + wait)
+                        .max(spaced_from.unwrap_or(oldest.received))
+                        .min(oldest.received + age_max),
+                    Some(oldest) => oldest.received + wait,
+                }
+            };
             let certified = self.certified.clone();
             let target = self.proposed_max.load(Relaxed);
             let awaiting_certificate = !idle && self.proposing.load(Relaxed) == 0;
