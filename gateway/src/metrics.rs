@@ -29,6 +29,8 @@ pub struct Metrics {
     pub blocks_refused: IntCounter,
     /// Size of the ledger's duplicate index (transfers remembered).
     pub index_transfers: IntGauge,
+    /// Time a Raft append took to handle here (decode, log append and flush).
+    pub raft_append_latency: Histogram,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -84,6 +86,12 @@ impl Metrics {
                 &registry,
                 "remit_index_transfers",
                 "Transfers remembered by the ledger's duplicate index",
+            ),
+            raft_append_latency: histogram(
+                &registry,
+                "remit_raft_append_seconds",
+                "Time to handle a Raft append from the leader (decode, log append, flush)",
+                vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0],
             ),
             registry,
         }

@@ -36,15 +36,23 @@ fn main() -> ExitCode {
         }
     };
     remit_gateway::init_node_tracing(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
+    let runtimes = tokio::runtime::Builder::new_multi_thread().enable_all().build().and_then(|main| {
+        // The ledger's own threads: Raft, certification and the peer server
+        // are scheduled by the OS beside the wallet API and the remittance
+        // engine, not behind them in one task queue.
+        let ledger = tokio::runtime::Builder::new_multi_thread().thread_name("remitd-ledger").enable_all().build()?;
+        Ok((main, ledger))
+    });
+    let (runtime, ledger) = match runtimes {
+        Ok(runtimes) => runtimes,
         Err(error) => {
             eprintln!("remitd: cannot start the runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let node = match Node::start(config).await {
+    let ledger_handle = ledger.handle().clone();
+    let code = runtime.block_on(async move {
+        let node = match Node::start_on(config, ledger_handle).await {
             Ok(node) => node,
             Err(error) => {
                 tracing::error!(%error, "node failed to start");
@@ -69,7 +77,9 @@ fn main() -> ExitCode {
         };
         node.shutdown().await;
         code
-    })
+    });
+    ledger.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 async fn wait_for_shutdown() {

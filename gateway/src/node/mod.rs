@@ -52,8 +52,10 @@ use proposer::Proposer;
 use raft_network::RaftNetworkFactoryImpl;
 use service::PeerService;
 
-/// Sub-directory of the data directory holding the sled database.
+/// Sub-directory of the data directory holding the ledger's sled database.
 pub const LEDGER_SUBDIR: &str = "ledger";
+/// Sub-directory of the data directory holding the Raft log's sled database.
+pub const RAFT_SUBDIR: &str = "raft";
 /// Sub-directory of the data directory holding the gateway's own records
 /// (remittances, payment messages, webhook queue).
 pub const GATEWAY_SUBDIR: &str = "gateway";
@@ -169,8 +171,16 @@ struct RoleStart {
 
 impl Node {
     /// Opens the ledger, starts the parts of this node's role, the
-    /// remittance engine and the servers.
+    /// remittance engine and the servers, all on the current runtime.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        Self::start_on(config, tokio::runtime::Handle::current()).await
+    }
+
+    /// [`Node::start`], running the ledger (Raft, proposer, certifier or
+    /// follower, and the peer server) on the runtime of `ledger`, apart from
+    /// the remittance engine and the APIs: a burst of wallet traffic then
+    /// cannot hold back a Raft append past its timeout.
+    pub async fn start_on(config: NodeConfig, ledger_runtime: tokio::runtime::Handle) -> Result<Self, NodeError> {
         let network = NetworkConfig::load(&config.node.network).map_err(setup)?;
         let participant = ParticipantId::new(config.node.participant.clone())
             .map_err(|e| NodeError::Setup(format!("config key `node.participant`: {e}")))?;
@@ -191,7 +201,16 @@ impl Node {
         if let Some(height) = config.testing.fail_ledger_writes_from_height {
             store.fail_writes_from(Height(height));
         }
-        let raft_log = SledRaftLog::open(store.db()).map_err(setup)?;
+        // The Raft log has a database of its own: an append is flushed
+        // before the leader hears of it, and sharing the ledger's database
+        // made it wait for the flush of whatever block was being applied.
+        let raft_dir = config.node.data_dir.join(RAFT_SUBDIR);
+        let raft_db =
+            sled::Config::new().path(&raft_dir).open().map_err(|e| setup(format!("{}: {e}", raft_dir.display())))?;
+        let (raft_log, moved) = SledRaftLog::open_moving_from(&raft_db, store.db()).map_err(setup)?;
+        if moved {
+            info!(from = %ledger_dir.display(), to = %raft_dir.display(), "moved the Raft log and vote to their own database");
+        }
         let mut chain = Chain::open(store, Some(&network))?;
         if chain.tip().is_none() && role == NodeRole::Validator {
             // Every validator derives the same genesis block from
@@ -217,16 +236,34 @@ impl Node {
         };
         let started = match role {
             NodeRole::Validator => {
-                start_validator(&config, &network, &participant, &addresses, raft_log, links, &mut servers).await?
+                let (config, network, participant, addresses) =
+                    (config.clone(), network.clone(), participant.clone(), addresses.clone());
+                ledger_runtime
+                    .spawn(async move {
+                        let mut servers = Vec::new();
+                        start_validator(&config, &network, &participant, &addresses, raft_log, links, &mut servers)
+                            .await
+                            .map(|started| (started, servers))
+                    })
+                    .await
+                    .map_err(|e| NodeError::Server(format!("ledger runtime: {e}")))??
             }
             NodeRole::Gateway => {
                 if config.node.key_share.is_some() {
                     warn!(participant = %participant, "config key `node.key_share` ignored: not a validator in network.json");
                 }
-                start_gateway(links, &mut servers)
+                ledger_runtime
+                    .spawn(async move {
+                        let mut servers = Vec::new();
+                        let started = start_gateway(links, &mut servers);
+                        (started, servers)
+                    })
+                    .await
+                    .map_err(|e| NodeError::Server(format!("ledger runtime: {e}")))?
             }
         };
-        let RoleStart { parts, intake, certifier } = started;
+        let (RoleStart { parts, intake, certifier }, role_servers) = started;
+        servers.extend(role_servers);
 
         let ledger = LedgerAccess { intake: intake.clone(), chain: chain.clone(), peers: peers.clone(), recent_blocks };
         // The gateway's private records (customer data) live apart from the
@@ -257,27 +294,39 @@ impl Node {
             }
         }
 
-        let service = PeerServer::new(PeerService::new(
-            parts.clone(),
-            chain.clone(),
+        let service = PeerServer::new(PeerService {
+            role: parts.clone(),
+            chain: chain.clone(),
             intake,
             certifier,
-            engine.clone(),
+            engine: engine.clone(),
             certified,
-            config.testing.serve_altered_blocks,
-        ))
+            metrics: metrics.clone(),
+            serve_altered_blocks: config.testing.serve_altered_blocks,
+        })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(crate::constants::HTTP2_WINDOW_BYTES))
+            .initial_connection_window_size(Some(crate::constants::HTTP2_WINDOW_BYTES))
+            .tcp_nodelay(true);
         if let Some(tls) = &tls {
             builder = builder.tls_config(tls.server()).map_err(|e| NodeError::Server(e.to_string()))?;
         }
-        let peer_listener = tokio::net::TcpListener::bind(config.peer.listen)
-            .await
+        // Bound here (errors are reported at start), served on the ledger runtime.
+        let peer_listener = std::net::TcpListener::bind(config.peer.listen)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .map_err(|e| NodeError::Server(format!("config key `peer.listen` ({}): {e}", config.peer.listen)))?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
         let router = builder.add_service(service);
-        servers.push(tokio::spawn(async move {
+        servers.push(ledger_runtime.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(peer_listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "peer server cannot listen");
+                    return;
+                }
+            };
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             if let Err(error) = router.serve_with_incoming(incoming).await {
                 tracing::error!(%error, "peer server stopped");
             }
@@ -379,7 +428,10 @@ async fn start_validator(
     let raft_config = Arc::new(raft_config.validate().map_err(setup)?);
     let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<AppliedBlock>();
     let state_machine = LedgerStateMachine::new(chain.clone(), applied_tx, fail_stop.clone());
-    let raft = Raft::new(me, raft_config, RaftNetworkFactoryImpl::new(peers.clone()), raft_log, state_machine)
+    // Raft gets connections of its own: a follower's append must not queue
+    // behind payment messages and fetches on a shared HTTP/2 connection.
+    let raft_peers = peers.reconnect().map_err(setup)?;
+    let raft = Raft::new(me, raft_config, RaftNetworkFactoryImpl::new(raft_peers), raft_log, state_machine)
         .await
         .map_err(setup)?;
     if !raft.is_initialized().await.map_err(setup)? {

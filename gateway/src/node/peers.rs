@@ -9,7 +9,7 @@ use remit_proto::v1::peer_client::PeerClient;
 use remit_settlement::ParticipantId;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::constants::{GRPC_MESSAGE_BYTES_MAX, PEER_RPC_TIMEOUT_MS};
+use crate::constants::{GRPC_MESSAGE_BYTES_MAX, HTTP2_WINDOW_BYTES, PEER_RPC_TIMEOUT_MS};
 use crate::tls::NodeTls;
 
 /// A client to one peer.
@@ -37,6 +37,7 @@ struct Peer {
 pub struct Peers {
     by_participant: BTreeMap<ParticipantId, Peer>,
     validators: BTreeMap<u64, ParticipantId>,
+    tls: Option<NodeTls>,
 }
 
 /// Builds a lazily connecting client to `address` (host:port).
@@ -45,7 +46,11 @@ pub fn connect_lazy(address: &str, tls: Option<&NodeTls>) -> Result<Client, toni
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))?
         .timeout(Duration::from_millis(PEER_RPC_TIMEOUT_MS))
         .connect_timeout(Duration::from_millis(1_000))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // Raft appends carry whole blocks (hundreds of KB to MB): with
+        // HTTP/2's default 64 KB windows they crawl through flow control.
+        .initial_stream_window_size(Some(HTTP2_WINDOW_BYTES))
+        .initial_connection_window_size(Some(HTTP2_WINDOW_BYTES));
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls.client())?;
     }
@@ -57,16 +62,34 @@ pub fn connect_lazy(address: &str, tls: Option<&NodeTls>) -> Result<Client, toni
 impl Peers {
     /// Clients for every listed node.
     pub fn new(addresses: &[PeerAddress], tls: Option<&NodeTls>) -> Result<Self, tonic::transport::Error> {
+        Self::connect(addresses, tls.cloned())
+    }
+
+    /// The same peers over new connections of their own.
+    pub fn reconnect(&self) -> Result<Self, tonic::transport::Error> {
+        let addresses: Vec<PeerAddress> = self
+            .by_participant
+            .iter()
+            .map(|(participant, peer)| PeerAddress {
+                participant: participant.clone(),
+                address: peer.address.clone(),
+                validator: self.validators.iter().find(|(_, id)| *id == participant).map(|(index, _)| *index),
+            })
+            .collect();
+        Self::connect(&addresses, self.tls.clone())
+    }
+
+    fn connect(addresses: &[PeerAddress], tls: Option<NodeTls>) -> Result<Self, tonic::transport::Error> {
         let mut by_participant = BTreeMap::new();
         let mut validators = BTreeMap::new();
         for peer in addresses {
-            let client = connect_lazy(&peer.address, tls)?;
+            let client = connect_lazy(&peer.address, tls.as_ref())?;
             by_participant.insert(peer.participant.clone(), Peer { address: peer.address.clone(), client });
             if let Some(index) = peer.validator {
                 validators.insert(index, peer.participant.clone());
             }
         }
-        Ok(Self { by_participant, validators })
+        Ok(Self { by_participant, validators, tls })
     }
 
     /// The client of validator `index`.

@@ -33,17 +33,25 @@ use crate::remittance::engine::Engine;
 /// certified block above it but no certificate of its own yet.
 const CERTIFIED_HOLE_POLL_MS: u64 = 20;
 
-/// The service of one node.
+/// The service of one node, over the node's parts.
 #[derive(Clone)]
 pub struct PeerService {
-    role: RoleParts,
-    chain: SharedChain,
-    intake: Arc<dyn LedgerIntake>,
-    certifier: Option<mpsc::UnboundedSender<CertifierEvent>>,
-    engine: Engine,
-    certified: CertifiedHeight,
+    /// The node's role and, on a validator, its Raft.
+    pub role: RoleParts,
+    /// The node's chain.
+    pub chain: SharedChain,
+    /// Where submitted batches, reports and governance entries go.
+    pub intake: Arc<dyn LedgerIntake>,
+    /// The certification round (only on a validator).
+    pub certifier: Option<mpsc::UnboundedSender<CertifierEvent>>,
+    /// The remittance engine (payment messages between gateways).
+    pub engine: Engine,
+    /// The highest certified height seen here.
+    pub certified: CertifiedHeight,
+    /// The node's metrics.
+    pub metrics: crate::metrics::Metrics,
     /// Fault injection (`testing.serve_altered_blocks`): a lying peer.
-    serve_altered_blocks: bool,
+    pub serve_altered_blocks: bool,
 }
 
 impl std::fmt::Debug for PeerService {
@@ -53,19 +61,6 @@ impl std::fmt::Debug for PeerService {
 }
 
 impl PeerService {
-    /// A service over the node's parts (`certifier` only on a validator).
-    pub fn new(
-        role: RoleParts,
-        chain: SharedChain,
-        intake: Arc<dyn LedgerIntake>,
-        certifier: Option<mpsc::UnboundedSender<CertifierEvent>>,
-        engine: Engine,
-        certified: CertifiedHeight,
-        serve_altered_blocks: bool,
-    ) -> Self {
-        Self { role, chain, intake, certifier, engine, certified, serve_altered_blocks }
-    }
-
     fn raft(&self) -> Result<&Raft, Status> {
         self.role.raft().ok_or_else(|| Status::failed_precondition("this node is a gateway, not a validator"))
     }
@@ -146,10 +141,13 @@ impl Peer for PeerService {
     }
 
     async fn raft_append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let started = Instant::now();
         let raft = self.raft()?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode_message(&request.into_inner().payload).map_err(bad_request)?;
-        raft_reply(&raft.append_entries(rpc).await)
+        let reply = raft_reply(&raft.append_entries(rpc).await);
+        self.metrics.raft_append_latency.observe(started.elapsed().as_secs_f64());
+        reply
     }
 
     async fn raft_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
