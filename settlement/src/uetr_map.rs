@@ -14,39 +14,71 @@
 //! moments: as the map grows, one shard at a time rehashes, about 1/64 of
 //! the entries, evenly spread over each doubling of the whole map.
 //!
-//! The shard of a UETR is read from its first two bytes, which are random in
-//! a version 4 UUID. Iteration order is unspecified (as for `HashMap`):
-//! nothing deterministic may depend on it.
+//! The shard of a UETR is read from its first 12 bits, which are random in
+//! a version 4 UUID, through a table built at compile time. Shards hash
+//! with foldhash, seeded per map: UETRs are chosen by participants, so the
+//! hash must not be predictable, but SipHash's cost is not needed.
+//! Iteration order is unspecified (as for `HashMap`): nothing deterministic
+//! may depend on it.
 
 use std::collections::hash_map::{self, HashMap};
-use std::sync::LazyLock;
 
 use crate::ids::Uetr;
 
 /// Number of shards.
 pub const SHARDS: usize = 64;
 
-/// `BOUNDS[i]..BOUNDS[i + 1]` is the range of 16-bit key prefixes held by
-/// shard `i`: `65536 * (2^(i/64) - 1)`, a geometric progression of widths.
-static BOUNDS: LazyLock<[u32; SHARDS + 1]> = LazyLock::new(|| {
-    std::array::from_fn(|i| {
-        // Exact enough for a partition of 0..=65536; the ends are pinned.
-        let fraction = (i as f64 / SHARDS as f64).exp2() - 1.0;
-        (fraction * 65_536.0).round() as u32
-    })
-});
+/// Bits of a UETR's prefix that choose its shard.
+const PREFIX_BITS: u32 = 12;
+const PREFIXES: usize = 1 << PREFIX_BITS;
+
+/// `2^(1/64)` in 32.32 fixed point.
+const STEP_Q32: u64 = 4_341_736_423;
+
+/// `BOUNDS[i]..BOUNDS[i + 1]` is the range of prefixes held by shard `i`:
+/// `PREFIXES * (2^(i/64) - 1)`, a geometric progression of widths.
+const BOUNDS: [u32; SHARDS + 1] = {
+    let mut bounds = [0u32; SHARDS + 1];
+    let mut power_q32: u64 = 1 << 32; // 2^(i/64)
+    let mut i = 0;
+    while i <= SHARDS {
+        // Round to the nearest prefix; the last bound is pinned below.
+        let above_one = power_q32 - (1 << 32);
+        bounds[i] = ((above_one * PREFIXES as u64 + (1 << 31)) >> 32) as u32;
+        power_q32 = ((power_q32 as u128 * STEP_Q32 as u128) >> 32) as u64;
+        i += 1;
+    }
+    bounds[SHARDS] = PREFIXES as u32;
+    bounds
+};
+
+/// The shard of every prefix.
+const SHARD_OF_PREFIX: [u8; PREFIXES] = {
+    let mut table = [0u8; PREFIXES];
+    let mut shard = 0;
+    let mut prefix = 0;
+    while prefix < PREFIXES {
+        while prefix as u32 >= BOUNDS[shard + 1] {
+            shard += 1;
+        }
+        table[prefix] = shard as u8;
+        prefix += 1;
+    }
+    table
+};
 
 fn shard_of(uetr: &Uetr) -> usize {
     let bytes = uetr.as_bytes();
-    let prefix = u32::from(u16::from_be_bytes([bytes[0], bytes[1]]));
-    // The first bound above `prefix`, less one: the shard holding it.
-    BOUNDS.partition_point(|&bound| bound <= prefix) - 1
+    let prefix = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]) >> (16 - PREFIX_BITS));
+    usize::from(SHARD_OF_PREFIX[prefix])
 }
+
+type Shard<V> = HashMap<Uetr, V, foldhash::fast::RandomState>;
 
 /// A map from UETR to `V`, split into shards that grow one at a time.
 #[derive(Clone)]
 pub struct UetrMap<V> {
-    shards: Box<[HashMap<Uetr, V>; SHARDS]>,
+    shards: Box<[Shard<V>; SHARDS]>,
     len: usize,
 }
 
@@ -73,7 +105,7 @@ impl<V: Eq> Eq for UetrMap<V> {}
 impl<V> UetrMap<V> {
     /// An empty map (allocates nothing until the first insert).
     pub fn new() -> Self {
-        Self { shards: Box::new(std::array::from_fn(|_| HashMap::new())), len: 0 }
+        Self { shards: Box::new(std::array::from_fn(|_| Shard::default())), len: 0 }
     }
 
     /// Number of entries.
@@ -189,27 +221,34 @@ impl<V> FromIterator<(Uetr, V)> for UetrMap<V> {
 mod tests {
     use super::*;
 
-    fn uetr_with_prefix(prefix: u16) -> Uetr {
+    /// A UETR whose first 12 bits are `prefix`.
+    fn uetr_with_prefix(prefix: u32) -> Uetr {
         let mut bytes = *Uetr::new_random().as_bytes();
-        bytes[..2].copy_from_slice(&prefix.to_be_bytes());
+        let high = u16::try_from(prefix << 4).expect("a 12-bit prefix") | u16::from(bytes[1] & 0x0f);
+        bytes[..2].copy_from_slice(&high.to_be_bytes());
         Uetr::from_bytes(bytes).expect("only the random prefix bytes changed")
     }
 
     #[test]
     fn bounds_partition_every_prefix_into_growing_shards() {
         assert_eq!(BOUNDS[0], 0);
-        assert_eq!(BOUNDS[SHARDS], 65_536);
+        assert_eq!(BOUNDS[SHARDS], 4_096);
+        for (i, bound) in BOUNDS.iter().enumerate() {
+            let exact = ((i as f64 / SHARDS as f64).exp2() - 1.0) * 4_096.0;
+            assert!((f64::from(*bound) - exact).abs() <= 1.0, "bound {i}: {bound} against {exact:.2}");
+        }
         let widths: Vec<u32> = BOUNDS.windows(2).map(|pair| pair[1] - pair[0]).collect();
-        assert!(widths.windows(2).all(|pair| pair[0] <= pair[1]), "widths grow: {widths:?}");
+        // Growing, but for the rounding of bounds to whole prefixes.
+        assert!(widths.windows(2).all(|pair| pair[0] <= pair[1] + 1), "widths grow: {widths:?}");
         let (narrowest, widest) = (widths[0], widths[SHARDS - 1]);
         assert!(narrowest > 0);
         // 2^(63/64) = 1.978: the shards' shares span one doubling.
-        assert!(widest * 100 >= narrowest * 195 && widest <= 2 * narrowest, "{narrowest}..{widest}");
+        assert!(widest * 100 >= narrowest * 190 && widest * 100 <= narrowest * 210, "{narrowest}..{widest}");
         assert_eq!(shard_of(&uetr_with_prefix(0)), 0);
-        assert_eq!(shard_of(&uetr_with_prefix(u16::MAX)), SHARDS - 1);
+        assert_eq!(shard_of(&uetr_with_prefix(4_095)), SHARDS - 1);
         for i in 0..SHARDS {
-            let first = u16::try_from(BOUNDS[i]).expect("below 65536");
-            assert_eq!(shard_of(&uetr_with_prefix(first)), i);
+            assert_eq!(shard_of(&uetr_with_prefix(BOUNDS[i])), i);
+            assert_eq!(shard_of(&uetr_with_prefix(BOUNDS[i + 1] - 1)), i);
         }
     }
 
@@ -253,9 +292,9 @@ mod tests {
         for _ in 0..200_000 {
             counts[shard_of(&Uetr::new_random())] += 1;
         }
-        // Shard i expects 200000 * width_i / 65536 (from about 2,200 to 4,300).
+        // Shard i expects 200000 * width_i / 4096 (from about 2,200 to 4,300).
         for (i, count) in counts.iter().enumerate() {
-            let expected = 200_000.0 * f64::from(BOUNDS[i + 1] - BOUNDS[i]) / 65_536.0;
+            let expected = 200_000.0 * f64::from(BOUNDS[i + 1] - BOUNDS[i]) / 4_096.0;
             let deviation = (*count as f64 - expected).abs() / expected;
             assert!(deviation < 0.15, "shard {i}: {count} against {expected:.0}");
         }
