@@ -13,8 +13,11 @@
 //! File layout: the 8-byte magic `RMJRNL01`, then frames, each a `u32`
 //! little-endian payload length, the payload's CRC-32 (`u32` LE) and the
 //! payload (a JSON array of events). A crash can tear only the last group
-//! write, which was never acknowledged: replay stops at the first frame that
-//! is short or fails its CRC and truncates the file there.
+//! write, which was never acknowledged: when the first frame that is short
+//! or fails its CRC has no valid frame after it, replay truncates the file
+//! there. A bad frame *followed* by valid ones is damage to acknowledged
+//! events, not a torn write: start-up stops with an error naming the file
+//! and the frame's byte offset, and nothing is cut.
 //!
 //! Customer data lives here (this is the gateway's private store), never on
 //! the shared ledger.
@@ -284,25 +287,67 @@ fn replay(path: &Path, file: &mut File, length: u64) -> Result<(Vec<JournalEvent
     let mut events = Vec::new();
     let mut offset = MAGIC.len() as u64;
     let mut payload = Vec::new();
-    loop {
+    let failure = loop {
         let mut head = [0u8; 8];
+        if offset == length {
+            break None;
+        }
         if offset + 8 > length || reader.read_exact(&mut head).is_err() {
-            break;
+            break Some("incomplete frame header");
         }
         let size = u32::from_le_bytes(head[..4].try_into().expect("4 of 8 bytes"));
         let crc = u32::from_le_bytes(head[4..].try_into().expect("4 of 8 bytes"));
         if size > FRAME_BYTES_MAX || offset + 8 + u64::from(size) > length {
-            break;
+            break Some("frame runs past the end of the file");
         }
         payload.resize(size as usize, 0);
         if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
-            break;
+            break Some("frame fails its checksum");
         }
         let group: Vec<JournalEvent> = serde_json::from_slice(&payload).map_err(|e| corrupt(offset, e.to_string()))?;
         events.extend(group);
         offset += 8 + u64::from(size);
+    };
+    if let Some(reason) = failure {
+        drop(reader);
+        if let Some(next) = valid_frame_after(file, offset, length)
+            .map_err(|source| JournalError::Io { path: path.to_owned(), source })?
+        {
+            return Err(corrupt(
+                offset,
+                format!(
+                    "{reason}, but a valid frame follows at byte {next}: acknowledged events are damaged \
+                     (not a torn last write); nothing was cut: restore the journal from a backup"
+                ),
+            ));
+        }
     }
     Ok((events, offset))
+}
+
+/// Where the first valid frame after a bad one at `bad` starts, if any. A
+/// torn write is at most one group (the writer stops adding requests past
+/// [`GROUP_BYTES_MAX`]); a longer remainder is damage whatever it holds.
+fn valid_frame_after(file: &mut File, bad: u64, length: u64) -> std::io::Result<Option<u64>> {
+    let remaining = length - bad;
+    if remaining > 2 * GROUP_BYTES_MAX as u64 {
+        return Ok(Some(length));
+    }
+    file.seek(SeekFrom::Start(bad))?;
+    let mut rest = Vec::with_capacity(usize::try_from(remaining).unwrap_or(0));
+    file.read_to_end(&mut rest)?;
+    Ok(first_valid_frame(&rest, 1).map(|at| bad + at as u64))
+}
+
+/// The first position from `from` in `bytes` where a whole non-empty frame
+/// with a matching CRC starts. (An empty frame is what a run of zero bytes
+/// looks like, and the writer never writes one.)
+fn first_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len().saturating_sub(8)).find(|&at| {
+        let size = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        size > 0 && at + 8 + size <= bytes.len() && crc32fast::hash(&bytes[at + 8..at + 8 + size]) == crc
+    })
 }
 
 /// Makes a newly created file's directory entry durable.
@@ -440,7 +485,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_frame_failing_its_checksum_ends_the_log() {
+    async fn a_last_frame_failing_its_checksum_is_cut_off() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(JOURNAL_FILE);
         {
@@ -452,8 +497,83 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 0x55;
         std::fs::write(&path, &bytes).expect("write");
-        let (_, events) = Journal::open(&path).expect("reopen");
+        let (journal, events) = Journal::open(&path).expect("reopen");
         assert_eq!(heights(&events), vec![1]);
+        journal.append(&[cursor(3)]).await.expect("appends continue after the cut");
+        drop(journal);
+        let (_, events) = Journal::open(&path).expect("reopen");
+        assert_eq!(heights(&events), vec![1, 3]);
+    }
+
+    /// Byte offsets of the frames of `bytes` (a whole, valid journal).
+    fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+        let mut offsets = Vec::new();
+        let mut at = MAGIC.len();
+        while at < bytes.len() {
+            offsets.push(at);
+            at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        }
+        offsets
+    }
+
+    #[tokio::test]
+    async fn a_damaged_frame_before_valid_ones_stops_the_replay_and_cuts_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(JOURNAL_FILE);
+        {
+            let (journal, _) = Journal::open(&path).expect("open");
+            for height in 1..=5 {
+                journal.append(&[cursor(height)]).await.expect("append");
+            }
+        }
+        let good = std::fs::read(&path).expect("read");
+        let offsets = frame_offsets(&good);
+        assert_eq!(offsets.len(), 5);
+        // One byte flipped in the payload of the third frame, and (another
+        // case) in its length field.
+        for (flip, what) in [(offsets[2] + 12, "payload"), (offsets[2] + 1, "length")] {
+            let mut bytes = good.clone();
+            bytes[flip] ^= 0x01;
+            std::fs::write(&path, &bytes).expect("write");
+            let error = Journal::open(&path).expect_err(what);
+            match &error {
+                JournalError::Corrupt { path: named, offset, reason } => {
+                    assert_eq!(named, &path, "{what}");
+                    assert_eq!(*offset, offsets[2] as u64, "{what}: the bad frame's offset");
+                    assert!(
+                        reason.contains(&format!("valid frame follows at byte {}", offsets[3])),
+                        "{what}: {reason}"
+                    );
+                }
+                other => panic!("{what}: {other}"),
+            }
+            let text = error.to_string();
+            assert!(text.contains(JOURNAL_FILE) && text.contains(&format!("byte {}", offsets[2])), "{text}");
+            assert_eq!(std::fs::read(&path).expect("read"), bytes, "{what}: nothing was cut");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_torn_group_write_of_several_frames_is_cut_at_its_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(JOURNAL_FILE);
+        {
+            let (journal, _) = Journal::open(&path).expect("open");
+            for height in 1..=3 {
+                journal.append(&[cursor(height)]).await.expect("append");
+            }
+        }
+        let mut bytes = std::fs::read(&path).expect("read");
+        let offsets = frame_offsets(&bytes);
+        // The crash left the last group's frames with zeroed blocks in place
+        // of their bytes: nothing valid follows the first bad frame.
+        for byte in &mut bytes[offsets[1] + 3..] {
+            *byte = 0;
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        let (_, events) = Journal::open(&path).expect("a torn tail is recovered");
+        assert_eq!(heights(&events), vec![1]);
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), offsets[1] as u64);
     }
 
     #[test]
