@@ -257,6 +257,47 @@ async fn rest_surface(net: &Network) -> anyhow::Result<()> {
     let error: serde_json::Value = response.json().await?;
     ensure!(error["error"]["field"] == "send_amount", "error {error}");
     ensure!(error["error"]["code"] == "INVALID_ARGUMENT", "error {error}");
+    // A create answers 201; the same request again answers 200 with the same
+    // remittance; the key reused for another request is a conflict.
+    let request = remit_proto::v1::CreateRemittanceRequest {
+        quote_id: quote["quote_id"].as_str().context("quote id")?.to_owned(),
+        quote: None,
+        originator: Some(remit_proto::v1::Party::person_with_account("Okafor", "Ngozi", "REST0001", "US")),
+        beneficiary: Some(remit_proto::v1::Party::person_with_account("Bautista", "Lea", "REST0002", "PH")),
+        purpose: "FAMI".into(),
+        idempotency_key: "rest-repeat".into(),
+        remittance_information: String::new(),
+    };
+    let create = || http.post(url("/v1/remittances")).bearer_auth(key).json(&request);
+    let first = create().send().await?;
+    ensure!(first.status() == 201, "first create: {}", first.status());
+    let first: serde_json::Value = first.json().await?;
+    let again = create().send().await?;
+    ensure!(again.status() == 200, "repeated create: {}", again.status());
+    let again: serde_json::Value = again.json().await?;
+    ensure!(again["uetr"] == first["uetr"] && first["uetr"].is_string(), "repeat {again} of {first}");
+    let mut other = request.clone();
+    other.purpose = "SALA".into();
+    let conflict = http.post(url("/v1/remittances")).bearer_auth(key).json(&other).send().await?;
+    ensure!(conflict.status() == 409, "key reused for another request: {}", conflict.status());
+    // It completes like any other (the scenario's ledger checks expect that).
+    let uetr = first["uetr"].as_str().context("uetr")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view: serde_json::Value = http
+            .get(url(&format!("/v1/remittances/{uetr}")))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if view["status"] == "completed" {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "REST remittance {uetr}: {}", view["status"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let document: serde_json::Value = http.get(url("/openapi.json")).send().await?.error_for_status()?.json().await?;
     ensure!(document["paths"]["/v1/remittances"]["post"]["operationId"] == "createRemittance", "openapi");
     let missing = http.get(url("/v1/remittances/not-a-uetr")).bearer_auth(key).send().await?;

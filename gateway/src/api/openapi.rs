@@ -89,7 +89,8 @@ pub fn document() -> Value {
                     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 64}}],
                     "requestBody": json_body("CreateRemittanceRequest"),
                     "responses": responses(&[
-                        ("201", ok("Remittance", "Created, or the remittance an earlier request with the same key created")),
+                        ("201", ok("Remittance", "Created")),
+                        ("200", ok("Remittance", "A repeat: the remittance an earlier request with the same idempotency key created")),
                         ("404", json!({"description": "Unknown quote"})),
                         ("409", json!({"description": "Quote expired or used, or the idempotency key was used for a different request"}))
                     ])

@@ -124,8 +124,10 @@ async fn create_remittance(
     }
     let span = info_span!("remit.api.create_remittance", client = client.0);
     let input = convert::create_input(&body)?;
-    let record = engine.create(&client.0, input).instrument(span).await?;
-    Ok((StatusCode::CREATED, Json(convert::remittance_json(&record))))
+    // 201 for the call that created it, 200 for a repeat of the same key.
+    let (record, repeat) = engine.create_or_repeat(&client.0, input).instrument(span).await?;
+    let status = if repeat { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(convert::remittance_json(&record))))
 }
 
 async fn submit_remittances(

@@ -672,13 +672,32 @@ impl Engine {
 
     /// Creates one remittance (see [`Engine::create_many`]).
     pub async fn create(&self, client: &str, input: CreateInput) -> Result<Remittance, RequestError> {
-        self.create_many(client, vec![input]).await.pop().unwrap_or_else(|| Err(RequestError::internal("no result")))
+        self.create_or_repeat(client, input).await.map(|(remittance, _)| remittance)
+    }
+
+    /// [`Engine::create`], also saying whether the call was a repeat: `true`
+    /// when the idempotency key had already created the remittance.
+    pub async fn create_or_repeat(&self, client: &str, input: CreateInput) -> Result<(Remittance, bool), RequestError> {
+        self.create_many_flagged(client, vec![input])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(RequestError::internal("no result")))
     }
 
     /// Creates remittances, each judged on its own; answered once every new
     /// one is durable. A repeated idempotency key returns the remittance it
     /// created (waiting for it to be durable if it is in flight).
     pub async fn create_many(&self, client: &str, inputs: Vec<CreateInput>) -> Vec<Result<Remittance, RequestError>> {
+        let results = self.create_many_flagged(client, inputs).await;
+        results.into_iter().map(|result| result.map(|(remittance, _)| remittance)).collect()
+    }
+
+    /// [`Engine::create_many`], each result flagged `true` for a repeat.
+    async fn create_many_flagged(
+        &self,
+        client: &str,
+        inputs: Vec<CreateInput>,
+    ) -> Vec<Result<(Remittance, bool), RequestError>> {
         let now = now_ms();
         let span = info_span!("remit.remittance.create", client, count = inputs.len());
         let mut results: Vec<Option<Result<Remittance, RequestError>>> = vec![None; inputs.len()];
@@ -729,10 +748,20 @@ impl Engine {
                 }
             }
         }
+        let mut repeats = vec![false; results.len()];
         for (index, uetr, fingerprint, key) in existing {
             results[index] = Some(self.wait_created(client, uetr, &fingerprint, &key).await);
+            repeats[index] = true;
         }
-        results.into_iter().map(|r| r.unwrap_or_else(|| Err(RequestError::internal("no result")))).collect()
+        results
+            .into_iter()
+            .zip(repeats)
+            .map(|(result, repeat)| {
+                result
+                    .unwrap_or_else(|| Err(RequestError::internal("no result")))
+                    .map(|remittance| (remittance, repeat))
+            })
+            .collect()
     }
 
     fn prepare(&self, client: &str, input: CreateInput, now: u64) -> Result<Prepared, RequestError> {
