@@ -75,6 +75,20 @@ pub struct PeerSection {
 pub struct HttpSection {
     /// Listen address, e.g. `127.0.0.1:8100`.
     pub listen: SocketAddr,
+    /// `[[http.operators]]`: who may read the operator views (`/ops/*`),
+    /// each with the hex SHA-256 of its token. None: `/ops/*` answers 401.
+    #[serde(default)]
+    pub operators: Vec<OperatorConfig>,
+}
+
+/// One operator of the node's `/ops/*` views.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Operator id, e.g. `ops-gw-us` (logged with each access).
+    pub id: String,
+    /// Hex SHA-256 of the operator's token (`remit apikey` makes a pair).
+    pub token_sha256: String,
 }
 
 /// One `[[peers]]` entry: a node (validator or gateway) and its peer address.

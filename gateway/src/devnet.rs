@@ -91,6 +91,10 @@ pub struct DevnetFile {
     /// served at each node's `api_url`).
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, String>,
+    /// Node name -> operator token for its `/ops/*` views
+    /// (`authorization: Bearer <token>`).
+    #[serde(default)]
+    pub operator_tokens: std::collections::BTreeMap<String, String>,
     /// The governance secret key files (`keys/governance/key-<i>.hex`), in
     /// the order of network.json's `governance.keys`.
     #[serde(default)]
@@ -132,6 +136,8 @@ pub struct DevnetOptions {
 
 /// File (in `keys/<participant>/`) holding the devnet wallet client's API key.
 pub const API_KEY_FILE: &str = "wallet_api_key";
+/// File in `keys/<name>/` holding the node's operator token (devnet only).
+pub const OPERATOR_TOKEN_FILE: &str = "operator_token";
 /// An account the devnet's simulated banks treat as closed (payouts to it
 /// are returned with AC04), for trying the return path.
 pub const DEVNET_CLOSED_ACCOUNT: &str = "DEVNET-CLOSED-0001";
@@ -208,6 +214,35 @@ fn wallet_key(keys: &Path, name: &str) -> Result<String, DevnetError> {
     let key = generate_key();
     remit_settlement::network::write_secret_file(&path, key.as_bytes()).map_err(|e| file_error(&path, e))?;
     Ok(key)
+}
+
+/// The operator token of `name`'s node (`keys/<name>/operator_token`,
+/// mode 0600), created on first use; its SHA-256 goes into `node.toml`.
+fn operator_token(keys: &Path, name: &str) -> Result<String, DevnetError> {
+    let path = keys.join(name).join(OPERATOR_TOKEN_FILE);
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+    }
+    let token = generate_key();
+    remit_settlement::network::write_secret_file(&path, token.as_bytes()).map_err(|e| file_error(&path, e))?;
+    Ok(token)
+}
+
+/// Node name -> operator token, for `devnet.json`'s `operator_tokens`.
+pub fn operator_tokens<'a>(
+    options: &DevnetOptions,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<std::collections::BTreeMap<String, String>, DevnetError> {
+    let keys = options.dir.join(KEYS_SUBDIR);
+    names.into_iter().map(|name| Ok((name.to_owned(), operator_token(&keys, name)?))).collect()
+}
+
+/// The operator id of `name`'s node in its `node.toml`.
+pub fn operator_id(name: &str) -> String {
+    format!("ops-{name}")
 }
 
 /// Creates keys (if absent) and writes every node's `node.toml`; returns the
@@ -317,6 +352,8 @@ fn write_node(
 ) -> Result<(DevnetNode, String), DevnetError> {
     let keys = options.dir.join(KEYS_SUBDIR);
     let api_key = wallet_key(&keys, name)?;
+    let operator =
+        crate::config::OperatorConfig { id: operator_id(name), token_sha256: hash_key(&operator_token(&keys, name)?) };
     let node_dir = options.dir.join(name);
     std::fs::create_dir_all(&node_dir).map_err(|e| file_error(&node_dir, e))?;
     let node_dir = node_dir.canonicalize().map_err(|e| file_error(&node_dir, e))?;
@@ -332,7 +369,7 @@ fn write_node(
             identity_key: keys.join(name).join(IDENTITY_KEY_FILE),
         },
         peer: PeerSection { listen: ([127, 0, 0, 1], peer_port).into() },
-        http: HttpSection { listen: ([127, 0, 0, 1], http_port).into() },
+        http: HttpSection { listen: ([127, 0, 0, 1], http_port).into(), operators: vec![operator] },
         peers: peers.to_vec(),
         tls: if options.tls {
             TlsSection {

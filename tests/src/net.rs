@@ -268,6 +268,8 @@ pub struct Network {
     tls: Option<NodeTls>,
     /// Participant -> its devnet wallet client's API key.
     pub api_keys: std::collections::BTreeMap<String, String>,
+    /// Node name -> its operator token (for `/ops/*`).
+    pub operator_tokens: std::collections::BTreeMap<String, String>,
     /// How the devnet was prepared (for nodes added later).
     devnet: DevnetOptions,
     logs_printed: bool,
@@ -291,6 +293,8 @@ impl Network {
             log_format: "text".into(),
         };
         let (network, devnet_nodes, api_keys) = prepare_with_keys(&devnet).context("preparing the devnet")?;
+        let operator_tokens =
+            remit_gateway::devnet::operator_tokens(&devnet, devnet_nodes.iter().map(|n| n.name.as_str()))?;
         let keys_dir = dir.path().join(KEYS_SUBDIR);
         let tls = if options.tls {
             // The harness presents node 0's certificate: one the network's CA issued.
@@ -330,6 +334,7 @@ impl Network {
             clients,
             tls,
             api_keys,
+            operator_tokens,
             devnet,
             logs_printed: false,
             _serial: serial,
@@ -452,6 +457,19 @@ impl Network {
         }
     }
 
+    /// Node `i`'s operator token (`authorization: Bearer` for `/ops/*`).
+    pub fn operator_token(&self, i: usize) -> anyhow::Result<&str> {
+        let name = &self.nodes[i].devnet.name;
+        self.operator_tokens.get(name).map(String::as_str).with_context(|| format!("no operator token for {name}"))
+    }
+
+    /// Node `i`'s operator view of `uetr` (`GET /ops/remittances/{uetr}`
+    /// with its operator token).
+    pub async fn operator_view(&self, i: usize, uetr: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/ops/remittances/{uetr}", self.nodes[i].devnet.api_url);
+        Ok(reqwest::Client::new().get(&url).bearer_auth(self.operator_token(i)?).send().await?)
+    }
+
     /// Node `i`'s log so far.
     pub fn log(&self, i: usize) -> anyhow::Result<String> {
         let path = &self.nodes[i].log;
@@ -496,6 +514,7 @@ impl Network {
                 .context("preparing the member's node")?;
         self.clients.push(connect_lazy(&devnet.peer_addr, self.tls.as_ref()).context("client for the member")?);
         self.api_keys.insert(member.id.to_string(), api_key);
+        self.operator_tokens.extend(remit_gateway::devnet::operator_tokens(&self.devnet, [member.id.as_str()])?);
         let log = devnet.config.parent().expect("node.toml lies in the node directory").join(LOG_FILE);
         self.nodes.push(NodeProcess { devnet, env: Vec::new(), log, child: None });
         let remitd = binaries()?.remitd.clone();

@@ -56,10 +56,9 @@ pub async fn watch_to_end(wallet: &mut WalletClient, uetr: &str, timeout: Durati
 
 /// The destination's operator view of `uetr` once it shows `completed`.
 pub async fn completed_at_destination(net: &Network, node: usize, uetr: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{}/ops/remittances/{uetr}", net.node(node).api_url);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let response = reqwest::get(&url).await?;
+        let response = net.operator_view(node, uetr).await?;
         if response.status().is_success() {
             let view: serde_json::Value = response.json().await?;
             if view["status"] == "completed" {

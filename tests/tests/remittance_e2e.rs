@@ -95,10 +95,9 @@ fn field(status: &tonic::Status) -> String {
 /// The destination's operator view once it reaches `status` (each gateway
 /// follows the certified chain at its own pace).
 async fn operator_view(net: &Network, node: usize, uetr: &str, status: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{}/ops/remittances/{uetr}", net.node(node).api_url);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let view: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+        let view: serde_json::Value = net.operator_view(node, uetr).await?.error_for_status()?.json().await?;
         if view["status"] == status || tokio::time::Instant::now() > deadline {
             return Ok(view);
         }
@@ -298,6 +297,15 @@ async fn rest_surface(net: &Network) -> anyhow::Result<()> {
         ensure!(tokio::time::Instant::now() < deadline, "REST remittance {uetr}: {}", view["status"]);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The operator view needs the node's operator token: none, or a wallet
+    // key in its place, is 401; the token reads the (masked) record.
+    let ops = url(&format!("/ops/remittances/{uetr}"));
+    let anonymous = http.get(&ops).send().await?;
+    ensure!(anonymous.status() == 401, "operator view without a token: {}", anonymous.status());
+    let with_wallet_key = http.get(&ops).bearer_auth(key).send().await?;
+    ensure!(with_wallet_key.status() == 401, "operator view with a wallet key: {}", with_wallet_key.status());
+    let view: serde_json::Value = net.operator_view(0, uetr).await?.error_for_status()?.json().await?;
+    ensure!(view["uetr"] == uetr && view["status"] == "completed", "operator view {view}");
     let document: serde_json::Value = http.get(url("/openapi.json")).send().await?.error_for_status()?.json().await?;
     ensure!(document["paths"]["/v1/remittances"]["post"]["operationId"] == "createRemittance", "openapi");
     let missing = http.get(url("/v1/remittances/not-a-uetr")).bearer_auth(key).send().await?;

@@ -53,10 +53,9 @@ async fn watch_to_end(wallet: &mut WalletClient, uetr: &str) -> anyhow::Result<p
 
 /// The destination's operator view once it shows `completed`.
 async fn completed_at_destination(net: &Network, node: usize, uetr: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{}/ops/remittances/{uetr}", net.node(node).api_url);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let view: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+        let view: serde_json::Value = net.operator_view(node, uetr).await?.error_for_status()?.json().await?;
         if view["status"] == "completed" {
             return Ok(view);
         }

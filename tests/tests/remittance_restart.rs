@@ -502,7 +502,7 @@ async fn check_destinations(
                 continue;
             }
             let url = format!("{}/ops/remittances/{uetr}", net.node(node).api_url);
-            let response = http.get(&url).send().await?;
+            let response = http.get(&url).bearer_auth(net.operator_token(node)?).send().await?;
             if node != destination {
                 ensure!(
                     response.status() == 404,

@@ -1,12 +1,15 @@
 //! `/healthz`, `/readyz`, Prometheus `/metrics`, the operator view of a
-//! remittance, and `POST /v1/governance` (a governance proposal with its
-//! approvals, put on the ledger and answered once certified).
+//! remittance (`/ops/*`, for the node's operators only: `authorization:
+//! Bearer <operator token>`), and `POST /v1/governance` (a governance
+//! proposal with its approvals, put on the ledger and answered once
+//! certified).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use remit_proto::v1::SubmitGovernanceRequest;
@@ -35,6 +38,44 @@ pub struct HttpState {
     pub metrics: Metrics,
     /// The remittance engine (operator views).
     pub engine: crate::remittance::engine::Engine,
+    /// Who may read the operator views.
+    pub operators: Operators,
+}
+
+/// The operators allowed to read `/ops/*`, by the SHA-256 of their tokens.
+#[derive(Clone, Debug, Default)]
+pub struct Operators {
+    by_hash: Arc<std::collections::HashMap<[u8; 32], String>>,
+}
+
+impl Operators {
+    /// From `[[http.operators]]`; an error names the entry and the reason.
+    pub fn new(configs: &[crate::config::OperatorConfig]) -> Result<Self, String> {
+        let mut by_hash = std::collections::HashMap::new();
+        for (i, operator) in configs.iter().enumerate() {
+            let hash: [u8; 32] = hex::decode(&operator.token_sha256)
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| format!("config key `http.operators[{i}].token_sha256`: not 64 hex digits"))?;
+            if by_hash.insert(hash, operator.id.clone()).is_some() {
+                return Err(format!("config key `http.operators[{i}].token_sha256`: the same token twice"));
+            }
+        }
+        Ok(Self { by_hash: Arc::new(by_hash) })
+    }
+
+    /// The operator presenting `authorization: Bearer <token>`, or why not.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<&str, &'static str> {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or("operator views need `authorization: Bearer <operator token>`")?;
+        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+        self.by_hash.get(&hash).map(String::as_str).ok_or("unknown operator token")
+    }
 }
 
 impl std::fmt::Debug for HttpState {
@@ -93,16 +134,25 @@ async fn metrics(State(state): State<HttpState>) -> String {
 
 /// An operator's view of any remittance this gateway holds (origin or
 /// destination side), parties masked. Served on the operator port only.
-async fn operator_remittance(
-    State(state): State<HttpState>,
-    Path(uetr): Path<String>,
-) -> Result<axum::Json<remit_proto::v1::Remittance>, (StatusCode, String)> {
-    let uetr: remit_settlement::Uetr =
-        uetr.parse().map_err(|_| (StatusCode::BAD_REQUEST, "uetr: not a UETR\n".to_owned()))?;
-    let record = state.engine.record(&uetr).ok_or((StatusCode::NOT_FOUND, format!("no remittance {uetr}\n")))?;
+async fn operator_remittance(State(state): State<HttpState>, headers: HeaderMap, Path(uetr): Path<String>) -> Response {
+    use axum::response::IntoResponse as _;
+    let operator = match state.operators.authenticate(&headers) {
+        Ok(operator) => operator,
+        Err(reason) => {
+            let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer")];
+            return (StatusCode::UNAUTHORIZED, challenge, format!("{reason}\n")).into_response();
+        }
+    };
+    let Ok(uetr) = uetr.parse::<remit_settlement::Uetr>() else {
+        return (StatusCode::BAD_REQUEST, "uetr: not a UETR\n").into_response();
+    };
+    info!(operator, %uetr, "operator view of a remittance");
+    let Some(record) = state.engine.record(&uetr) else {
+        return (StatusCode::NOT_FOUND, format!("no remittance {uetr}\n")).into_response();
+    };
     let mut view = crate::api::convert::remittance_json(&record);
     view.status = record.status.as_str().to_owned();
-    Ok(axum::Json(view))
+    axum::Json(view).into_response()
 }
 
 /// What `POST /v1/governance` needs.
@@ -233,5 +283,37 @@ async fn wait_certified(chain: &SharedChain, height: Height) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod operator_tests {
+    use super::*;
+    use crate::config::OperatorConfig;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(axum::http::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header value"));
+        headers
+    }
+
+    #[test]
+    fn only_a_configured_operator_token_is_accepted() {
+        let config = OperatorConfig { id: "ops-a".into(), token_sha256: crate::api::auth::hash_key("secret-token") };
+        let operators = Operators::new(&[config]).expect("valid");
+        assert_eq!(operators.authenticate(&bearer("secret-token")), Ok("ops-a"));
+        assert_eq!(operators.authenticate(&bearer("other-token")), Err("unknown operator token"));
+        assert!(operators.authenticate(&HeaderMap::new()).is_err_and(|reason| reason.contains("Bearer")));
+        assert!(Operators::default().authenticate(&bearer("secret-token")).is_err(), "none configured: none accepted");
+    }
+
+    #[test]
+    fn a_bad_or_repeated_token_hash_names_its_entry() {
+        let good = OperatorConfig { id: "a".into(), token_sha256: crate::api::auth::hash_key("t") };
+        let short = OperatorConfig { id: "b".into(), token_sha256: "abcd".into() };
+        let error = Operators::new(&[good.clone(), short]).expect_err("refused");
+        assert!(error.contains("http.operators[1].token_sha256"), "{error}");
+        let error = Operators::new(&[good.clone(), good]).expect_err("refused");
+        assert!(error.contains("the same token twice"), "{error}");
     }
 }

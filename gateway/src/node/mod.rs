@@ -340,6 +340,7 @@ impl Node {
             chain: chain.clone(),
             metrics,
             engine: engine.clone(),
+            operators: http::Operators::new(&config.http.operators).map_err(setup)?,
         })
         .merge(http::governance_router(governance));
         if let Some(wallet_api) = wallet_api {

@@ -117,6 +117,7 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
         log_format: "json".into(),
     };
     let (network, nodes, api_keys) = prepare_with_keys(&options)?;
+    let operator_tokens = remit_gateway::devnet::operator_tokens(&options, nodes.iter().map(|n| n.name.as_str()))?;
     let governance_keys = governance_key_files(&options, &network)?;
     check_ports_free(&nodes)?;
     // A devnet.json left by an earlier run names dead processes.
@@ -132,6 +133,7 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
         load_rate: args.load_rate,
         remittance_rate: args.remittance_rate,
         api_keys,
+        operator_tokens,
         governance_keys,
     };
     runtime.block_on(supervisor.run(nodes))
@@ -203,6 +205,7 @@ struct Supervisor {
     load_rate: Option<f64>,
     remittance_rate: Option<f64>,
     api_keys: std::collections::BTreeMap<String, String>,
+    operator_tokens: std::collections::BTreeMap<String, String>,
     governance_keys: Vec<PathBuf>,
 }
 
@@ -248,6 +251,7 @@ impl Supervisor {
             tls: self.tls,
             nodes: children.iter().map(|c| c.node.clone()).collect(),
             api_keys: self.api_keys.clone(),
+            operator_tokens: self.operator_tokens.clone(),
             governance_keys: self.governance_keys.clone(),
         };
         devnet.write(&self.dir)?;
