@@ -1,6 +1,7 @@
 //! A damaged gateway journal, with real `remitd` processes.
 //!
-//! gw-us (node 0) sends three remittances, each to completion, so its
+//! gw-us (node 0) sends three remittances to gw-ph, each to completion (and
+//! paid exactly once at the destination), so its
 //! journal holds many acknowledged frames; it is then stopped and:
 //! - one byte in the payload of a frame in the middle of its journal is
 //!   flipped: restarted, `remitd` exits non-zero by itself and its log names
@@ -20,7 +21,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use remit_proto::v1 as pb;
 use remit_tests::net::{stop_and_verify, Acknowledged, Network, NetworkOptions};
-use tokio_stream::StreamExt;
+use remit_tests::wallet::send_and_complete;
 
 const ORIGIN: usize = 0;
 const REMITTANCES: usize = 3;
@@ -45,43 +46,17 @@ fn frame_offsets(bytes: &[u8]) -> anyhow::Result<Vec<usize>> {
     Ok(offsets)
 }
 
-async fn completed(wallet: &mut remit_tests::net::WalletClient, uetr: &str) -> anyhow::Result<()> {
-    let mut stream = wallet.watch_remittance(pb::WatchRemittanceRequest { uetr: uetr.into() }).await?.into_inner();
-    let watch = async {
-        while let Some(update) = stream.next().await {
-            let update = update?;
-            if update.status == "completed" {
-                return Ok(());
-            }
-            ensure!(!matches!(update.status.as_str(), "returned" | "rejected"), "{uetr} ended {}", update.status);
-        }
-        anyhow::bail!("watch of {uetr} ended early")
-    };
-    tokio::time::timeout(TIMEOUT, watch).await.with_context(|| format!("{uetr} not completed in time"))?
-}
-
 async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     net.wait_ready().await?;
     let mut acks = Acknowledged::default();
-    let mut wallet = net.wallet(ORIGIN).await?;
     let mut uetrs = Vec::new();
     for i in 0..REMITTANCES {
-        let quote = pb::CreateQuoteRequest::sending("US", "USD", "PH", "PHP", &format!("{}.00", 60 + i));
-        let request = pb::CreateRemittanceRequest {
-            quote_id: String::new(),
-            quote: Some(quote),
-            originator: Some(pb::Party::person_with_account("Okafor", "Ngozi", "JRNL0001", "US")),
-            beneficiary: Some(pb::Party::person_with_account("Bautista", "Lea", "JRNL0002", "PH")),
-            purpose: "FAMI".into(),
-            idempotency_key: format!("journal-{i}"),
-            remittance_information: String::new(),
-        };
-        let remittance = wallet.create_remittance(request).await?.into_inner();
-        completed(&mut wallet, &remittance.uetr).await?;
-        acks.accepted.insert(remittance.uetr.parse()?);
-        uetrs.push(remittance.uetr);
+        let amount = format!("{}.00", 60 + i);
+        let done =
+            send_and_complete(net, ORIGIN, 1, ("US", "USD", "PH", "PHP"), &amount, &format!("journal-{i}")).await?;
+        acks.accepted.insert(done.uetr.parse()?);
+        uetrs.push(done.uetr);
     }
-    drop(wallet);
     net.stop(ORIGIN)?;
 
     let path = journal_path(net);
