@@ -487,7 +487,7 @@ impl fmt::Debug for BearerToken {
 /// Settings of an [`HttpPayoutAdapter`].
 #[derive(Clone)]
 pub struct HttpPayoutConfig {
-    /// The bank's payout endpoint, `http://` or `https://`.
+    /// The bank's payout endpoint: `https://`, or `http://` to a loopback host.
     pub url: String,
     /// Sent as `Authorization: Bearer <token>` when set.
     pub bearer_token: Option<String>,
@@ -564,11 +564,8 @@ impl HttpPayoutAdapter {
     pub fn new(config: HttpPayoutConfig) -> Result<Self, PayoutConfigError> {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|e| PayoutConfigError::new("payout.url", format!("not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(PayoutConfigError::new(
-                "payout.url",
-                format!("scheme {:?} is not http or https", url.scheme()),
-            ));
+        if let Some(reason) = crate::outbound::refuse_insecure_url(&url) {
+            return Err(PayoutConfigError::new("payout.url", reason));
         }
         if !(1..=PAYOUT_TIMEOUT_MS_MAX).contains(&config.timeout_ms) {
             return Err(PayoutConfigError::new(

@@ -223,8 +223,8 @@ impl WebhookEndpoint {
     pub fn new(url: impl Into<String>, secret: impl Into<Vec<u8>>) -> Result<Self, WebhookEndpointError> {
         let url = url.into();
         let parsed = reqwest::Url::parse(&url).map_err(|e| WebhookEndpointError::Url(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(WebhookEndpointError::Url(format!("scheme {:?} is not http or https", parsed.scheme())));
+        if let Some(reason) = crate::outbound::refuse_insecure_url(&parsed) {
+            return Err(WebhookEndpointError::Url(reason));
         }
         let secret = secret.into();
         if secret.len() < WEBHOOK_SECRET_LEN_MIN {
