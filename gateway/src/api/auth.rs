@@ -83,6 +83,56 @@ pub struct Authenticator {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientId(pub String);
 
+/// The authenticated client's rate limit, put in request extensions beside
+/// [`ClientId`]: a call pays for one request when it is authenticated, and a
+/// batch or stream pays for each further remittance it carries.
+#[derive(Clone, Debug)]
+pub struct RateLimit(Arc<Client>);
+
+impl RateLimit {
+    /// Takes `count` more requests from the client's allowance; refuses
+    /// (and takes nothing) when fewer are left.
+    pub fn charge(&self, count: usize) -> Result<(), RequestError> {
+        if count == 0 {
+            return Ok(());
+        }
+        self.0.take(count as f64)
+    }
+}
+
+impl Client {
+    /// Refills the bucket for the time since its last refill, then takes
+    /// `count` tokens if it holds that many.
+    fn take(&self, count: f64) -> Result<(), RequestError> {
+        let mut bucket = self.bucket.lock().expect("the bucket lock is never held across a panic");
+        let now = Instant::now();
+        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
+        bucket.refilled = now;
+        if count > self.burst {
+            return Err(RequestError::new(
+                ErrorKind::ResourceExhausted,
+                None,
+                None,
+                format!(
+                    "{count} remittances in one call exceed client {}'s burst of {}; send smaller batches",
+                    self.id, self.burst
+                ),
+            ));
+        }
+        if bucket.tokens < count {
+            return Err(RequestError::new(
+                ErrorKind::ResourceExhausted,
+                None,
+                None,
+                format!("rate limit of {} requests/s exceeded for client {}; retry later", self.rate, self.id),
+            ));
+        }
+        bucket.tokens -= count;
+        Ok(())
+    }
+}
+
 impl Authenticator {
     /// Builds from configuration; errors name the key.
     pub fn new(clients: &[ApiClientConfig]) -> Result<Self, String> {
@@ -118,6 +168,16 @@ impl Authenticator {
     /// The client a presented key belongs to, charging one request to its
     /// rate limit. `authorization` and `x_api_key` are the raw header values.
     pub fn authenticate(&self, authorization: Option<&str>, x_api_key: Option<&str>) -> Result<ClientId, RequestError> {
+        self.authenticate_limited(authorization, x_api_key).map(|(client, _)| client)
+    }
+
+    /// [`Authenticator::authenticate`], also returning the client's rate
+    /// limit for charging the further remittances of a batch or stream.
+    pub fn authenticate_limited(
+        &self,
+        authorization: Option<&str>,
+        x_api_key: Option<&str>,
+    ) -> Result<(ClientId, RateLimit), RequestError> {
         let key = authorization
             .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .or(x_api_key)
@@ -136,21 +196,8 @@ impl Authenticator {
             .by_hash
             .get(&hash)
             .ok_or_else(|| RequestError::new(ErrorKind::Unauthenticated, None, None, "unknown or revoked API key"))?;
-        let mut bucket = client.bucket.lock().expect("the bucket lock is never held across a panic");
-        let now = Instant::now();
-        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * client.rate).min(client.burst);
-        bucket.refilled = now;
-        if bucket.tokens < 1.0 {
-            return Err(RequestError::new(
-                ErrorKind::ResourceExhausted,
-                None,
-                None,
-                format!("rate limit of {} requests/s exceeded for client {}; retry later", client.rate, client.id),
-            ));
-        }
-        bucket.tokens -= 1.0;
-        Ok(ClientId(client.id.clone()))
+        client.take(1.0)?;
+        Ok((ClientId(client.id.clone()), RateLimit(client.clone())))
     }
 }
 
@@ -185,6 +232,24 @@ mod tests {
         let missing = auth.authenticate(None, None).expect_err("missing");
         assert_eq!(missing.kind, ErrorKind::Unauthenticated);
         assert!(missing.message.contains("authorization"));
+    }
+
+    #[test]
+    fn a_batch_pays_for_each_remittance_it_carries() {
+        let key = generate_key();
+        let auth = Authenticator::new(&[config(&key, 10)]).expect("valid");
+        // The call pays one; a batch of 6 pays 5 more: 4 of the 10 are left.
+        let (client, limit) = auth.authenticate_limited(None, Some(&key)).expect("authenticated");
+        assert_eq!(client.0, "wallet-a");
+        limit.charge(5).expect("within the allowance");
+        let refused = limit.charge(5).expect_err("only 4 left");
+        assert_eq!(refused.kind, ErrorKind::ResourceExhausted);
+        limit.charge(4).expect("a refused charge takes nothing");
+        assert!(auth.authenticate(None, Some(&key)).is_err(), "the batch used the allowance up");
+        let too_big = limit.charge(11).expect_err("above the burst");
+        assert_eq!(too_big.kind, ErrorKind::ResourceExhausted);
+        assert!(too_big.message.contains("burst of 10"), "{}", too_big.message);
+        limit.charge(0).expect("nothing to pay");
     }
 
     #[test]

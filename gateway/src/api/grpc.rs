@@ -10,7 +10,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{info_span, Instrument};
 
-use super::auth::{Authenticator, ClientId};
+use super::auth::{Authenticator, ClientId, RateLimit};
 use super::convert;
 use crate::remittance::engine::{Engine, RequestError, SUBMIT_MANY_MAX};
 
@@ -47,9 +47,12 @@ impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (authorization, api_key) = (header("authorization"), header("x-api-key"));
-        let client =
-            self.0.authenticate(authorization.as_deref(), api_key.as_deref()).map_err(|e| convert::grpc_status(&e))?;
+        let (client, limit) = self
+            .0
+            .authenticate_limited(authorization.as_deref(), api_key.as_deref())
+            .map_err(|e| convert::grpc_status(&e))?;
         request.extensions_mut().insert(client);
+        request.extensions_mut().insert(limit);
         Ok(request)
     }
 }
@@ -68,6 +71,11 @@ fn client<T>(request: &Request<T>) -> Result<String, Status> {
         .get::<ClientId>()
         .map(|c| c.0.clone())
         .ok_or_else(|| Status::unauthenticated("missing API key"))
+}
+
+/// The caller's rate limit (set with its [`ClientId`] by the interceptor).
+fn rate_limit<T>(request: &Request<T>) -> Result<RateLimit, Status> {
+    request.extensions().get::<RateLimit>().cloned().ok_or_else(|| Status::unauthenticated("missing API key"))
 }
 
 fn status(error: RequestError) -> Status {
@@ -146,10 +154,13 @@ impl Remittances for RemittancesService {
         request: Request<pb::SubmitRemittancesRequest>,
     ) -> Result<Response<pb::SubmitRemittancesResponse>, Status> {
         let client = client(&request)?;
+        let limit = rate_limit(&request)?;
         let requests = request.into_inner().remittances;
         if requests.len() > SUBMIT_MANY_MAX {
             return Err(Status::invalid_argument(format!("remittances: at most {SUBMIT_MANY_MAX} per call")));
         }
+        // The call paid for one remittance; each further one pays too.
+        limit.charge(requests.len().saturating_sub(1)).map_err(status)?;
         let span = info_span!("remit.api.submit_remittances", client, count = requests.len());
         Ok(Response::new(super::submit_all(&self.engine, &client, requests).instrument(span).await))
     }
@@ -159,16 +170,25 @@ impl Remittances for RemittancesService {
         request: Request<tonic::Streaming<pb::CreateRemittanceRequest>>,
     ) -> Result<Response<pb::SubmitRemittancesResponse>, Status> {
         let client = client(&request)?;
+        let limit = rate_limit(&request)?;
         let mut stream = request.into_inner();
         let mut all = pb::SubmitRemittancesResponse::default();
         let mut chunk = Vec::new();
+        // The call paid for its first remittance; every further one pays
+        // before its chunk is submitted. Past the limit the call fails with
+        // RESOURCE_EXHAUSTED: what was submitted stays (retries with the same
+        // idempotency keys return it), nothing more is taken.
+        let mut first_chunk = true;
         while let Some(item) = stream.next().await {
             chunk.push(item?);
             if chunk.len() == SUBMIT_MANY_MAX {
-                all.results.extend(super::submit_all(&self.engine, &client, std::mem::take(&mut chunk)).await.results);
+                let chunk = std::mem::take(&mut chunk);
+                limit.charge(chunk.len() - usize::from(std::mem::take(&mut first_chunk))).map_err(status)?;
+                all.results.extend(super::submit_all(&self.engine, &client, chunk).await.results);
             }
         }
         if !chunk.is_empty() {
+            limit.charge(chunk.len() - usize::from(first_chunk)).map_err(status)?;
             all.results.extend(super::submit_all(&self.engine, &client, chunk).await.results);
         }
         Ok(Response::new(all))

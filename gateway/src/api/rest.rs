@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio_stream::{Stream, StreamExt};
 use tracing::{info_span, Instrument};
 
-use super::auth::{Authenticator, ClientId};
+use super::auth::{Authenticator, ClientId, RateLimit};
 use super::convert;
 use crate::remittance::engine::{Engine, ErrorKind, RequestError, SUBMIT_MANY_MAX};
 
@@ -79,15 +79,16 @@ pub fn router(engine: Engine, auth: Authenticator) -> Router {
         .with_state(engine)
 }
 
-fn client_of(auth: &Authenticator, headers: &HeaderMap) -> Result<ClientId, RequestError> {
+fn client_of(auth: &Authenticator, headers: &HeaderMap) -> Result<(ClientId, RateLimit), RequestError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    auth.authenticate(header("authorization"), header("x-api-key"))
+    auth.authenticate_limited(header("authorization"), header("x-api-key"))
 }
 
 async fn authenticate(State(auth): State<Authenticator>, mut request: Request, next: Next) -> Response {
     match client_of(&auth, request.headers()) {
-        Ok(client) => {
+        Ok((client, limit)) => {
             request.extensions_mut().insert(client);
+            request.extensions_mut().insert(limit);
             next.run(request).await
         }
         Err(error) => ApiError(error).into_response(),
@@ -133,12 +134,15 @@ async fn create_remittance(
 async fn submit_remittances(
     State(engine): State<Engine>,
     Extension(client): Extension<ClientId>,
+    Extension(limit): Extension<RateLimit>,
     body: Result<Json<pb::SubmitRemittancesRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<pb::SubmitRemittancesResponse> {
     let Json(body) = body.map_err(json_error)?;
     if body.remittances.len() > SUBMIT_MANY_MAX {
         return Err(RequestError::invalid("remittances", None, format!("at most {SUBMIT_MANY_MAX} per call")).into());
     }
+    // The call paid for one remittance; each further one pays too.
+    limit.charge(body.remittances.len().saturating_sub(1))?;
     Ok(Json(super::submit_all(&engine, &client.0, body.remittances).await))
 }
 
