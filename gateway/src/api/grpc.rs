@@ -90,7 +90,7 @@ impl Remittances for RemittancesService {
         let client = client(&request)?;
         let _span = info_span!("remit.api.create_quote", client).entered();
         let parsed = convert::quote_request(request.get_ref()).map_err(status)?;
-        let (quote, destination) = self.engine.create_quote(&parsed).map_err(status)?;
+        let (quote, destination) = self.engine.create_quote(&client, &parsed).map_err(status)?;
         Ok(Response::new(convert::quote(&quote, destination.as_ref())))
     }
 

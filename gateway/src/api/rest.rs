@@ -103,7 +103,7 @@ async fn create_quote(
     let Json(body) = body.map_err(json_error)?;
     let _span = info_span!("remit.api.create_quote", client = client.0).entered();
     let request = convert::quote_request(&body)?;
-    let (quote, destination) = engine.create_quote(&request)?;
+    let (quote, destination) = engine.create_quote(&client.0, &request)?;
     Ok(Json(convert::quote(&quote, destination.as_ref())))
 }
 

@@ -221,7 +221,7 @@ impl From<QuoteError> for RequestError {
         let kind = match &error {
             QuoteError::UnknownQuote { .. } => ErrorKind::NotFound,
             QuoteError::QuoteExpired { .. } | QuoteError::QuoteAlreadyUsed { .. } => ErrorKind::FailedPrecondition,
-            QuoteError::BookFull { .. } => ErrorKind::ResourceExhausted,
+            QuoteError::BookFull { .. } | QuoteError::ClientQuotesFull { .. } => ErrorKind::ResourceExhausted,
             QuoteError::Rate(_) => ErrorKind::FailedPrecondition,
             _ => ErrorKind::InvalidArgument,
         };
@@ -657,7 +657,11 @@ impl Engine {
     }
 
     /// Prices a quote and issues it.
-    pub fn create_quote(&self, request: &QuoteRequest) -> Result<(Quote, Option<ParticipantId>), RequestError> {
+    pub fn create_quote(
+        &self,
+        client: &str,
+        request: &QuoteRequest,
+    ) -> Result<(Quote, Option<ParticipantId>), RequestError> {
         let terms = quote::quote(&self.inner.config.corridors, self.inner.config.rates.as_ref(), request)?;
         let destination = self
             .inner
@@ -666,7 +670,7 @@ impl Engine {
             .get(&request.corridor, "corridor")
             .ok()
             .and_then(|c| c.destination_participant().cloned());
-        let quote = self.inner.quotes.issue(terms, now_ms())?;
+        let quote = self.inner.quotes.issue(client, terms, now_ms())?;
         Ok((quote, destination))
     }
 
@@ -801,7 +805,7 @@ impl Engine {
         let config = &self.inner.config;
         // Check the corridor before consuming the quote.
         let quote = match (quote_id, &input.price) {
-            (Some(id), _) => self.inner.quotes.peek(id, now)?,
+            (Some(id), _) => self.inner.quotes.peek(client, id, now)?,
             (None, Some(request)) => {
                 let terms = quote::quote(&config.corridors, config.rates.as_ref(), request).map_err(|e| {
                     let mut error = RequestError::from(e);
@@ -833,7 +837,7 @@ impl Engine {
             ));
         }
         let quote = match quote_id {
-            Some(id) => self.inner.quotes.take(id, now)?,
+            Some(id) => self.inner.quotes.take(client, id, now)?,
             None => quote,
         };
         let terms = quote.terms;

@@ -66,6 +66,10 @@ pub use quote::{Fees, FixedAmount, Quote, QuoteBook, QuoteId, QuoteRequest, Quot
 pub const QUOTE_TTL_MS_MAX: u64 = 10 * 60 * 1_000;
 /// Quotes held by one [`QuoteBook`] (issued and not yet purged after expiry).
 pub const QUOTES_OPEN_MAX: usize = 100_000;
+/// Quotes one client may hold open at once, so that no client can fill the
+/// book for the others.
+pub const QUOTES_OPEN_PER_CLIENT_MAX: usize = 10_000;
+const _: () = assert!(QUOTES_OPEN_PER_CLIENT_MAX <= QUOTES_OPEN_MAX);
 /// Decimal places of a mid rate; derived rates are rounded to this.
 pub const RATE_DECIMALS_MAX: u32 = 10;
 /// Largest mid rate accepted, in units of quote currency per unit of base.
@@ -247,6 +251,12 @@ pub enum QuoteError {
         /// The bound.
         max: usize,
     },
+    /// This client holds [`QUOTES_OPEN_PER_CLIENT_MAX`] live quotes.
+    #[error("quote_id: this client holds {max} open quotes; use or let some expire, then retry")]
+    ClientQuotesFull {
+        /// The bound.
+        max: usize,
+    },
 }
 
 impl QuoteError {
@@ -265,7 +275,8 @@ impl QuoteError {
             QuoteError::UnknownQuote { .. }
             | QuoteError::QuoteExpired { .. }
             | QuoteError::QuoteAlreadyUsed { .. }
-            | QuoteError::BookFull { .. } => "quote_id",
+            | QuoteError::BookFull { .. }
+            | QuoteError::ClientQuotesFull { .. } => "quote_id",
         }
     }
 
@@ -288,7 +299,8 @@ impl QuoteError {
             QuoteError::Rate(_)
             | QuoteError::InvalidTtl { .. }
             | QuoteError::UnknownQuote { .. }
-            | QuoteError::BookFull { .. } => None,
+            | QuoteError::BookFull { .. }
+            | QuoteError::ClientQuotesFull { .. } => None,
         }
     }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::corridor::{Corridor, CorridorKey, Corridors, FeeSchedule};
 use super::fx::RateSource;
-use super::{QuoteError, QUOTES_OPEN_MAX, QUOTE_TTL_MS_MAX, RATE_DECIMALS_MAX};
+use super::{QuoteError, QUOTES_OPEN_MAX, QUOTES_OPEN_PER_CLIENT_MAX, QUOTE_TTL_MS_MAX, RATE_DECIMALS_MAX};
 
 /// The amount a customer fixes: what they pay, or what the recipient gets.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -392,6 +392,8 @@ fn money(minor_units: i128, currency: Currency, field: &str) -> Result<Money, Qu
 #[derive(Debug)]
 struct BookEntry {
     quote: Quote,
+    /// The client the quote was issued to: only it can use the quote.
+    client: String,
     used: bool,
 }
 
@@ -412,11 +414,46 @@ impl BookEntry {
     }
 }
 
-/// Issued quotes, each of which can be taken exactly once before it expires.
+/// Issued quotes, each of which its client can take exactly once before it
+/// expires. Another client's quote is unknown to a caller.
 #[derive(Debug)]
 pub struct QuoteBook {
     ttl_ms: u64,
-    entries: Mutex<HashMap<QuoteId, BookEntry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_id: HashMap<QuoteId, BookEntry>,
+    /// Quotes held per client (the entries of `by_id`, counted).
+    per_client: HashMap<String, usize>,
+}
+
+impl Entries {
+    fn purge_expired(&mut self, now_unix_ms: u64) -> usize {
+        let before = self.by_id.len();
+        let per_client = &mut self.per_client;
+        self.by_id.retain(|_, entry| {
+            let keep = entry.quote.expires_at_unix_ms > now_unix_ms;
+            if !keep {
+                if let Some(count) = per_client.get_mut(&entry.client) {
+                    *count -= 1;
+                }
+            }
+            keep
+        });
+        per_client.retain(|_, count| *count > 0);
+        before - self.by_id.len()
+    }
+
+    fn held_by(&self, client: &str) -> usize {
+        self.per_client.get(client).copied().unwrap_or(0)
+    }
+
+    /// The entry of `id` if `client` holds it.
+    fn of_client(&mut self, client: &str, id: QuoteId) -> Result<&mut BookEntry, QuoteError> {
+        self.by_id.get_mut(&id).filter(|entry| entry.client == client).ok_or(QuoteError::UnknownQuote { id })
+    }
 }
 
 impl QuoteBook {
@@ -425,7 +462,7 @@ impl QuoteBook {
         if ttl_ms == 0 || ttl_ms > QUOTE_TTL_MS_MAX {
             return Err(QuoteError::InvalidTtl { field: "quote_ttl_ms".to_owned(), ttl_ms, max_ms: QUOTE_TTL_MS_MAX });
         }
-        Ok(Self { ttl_ms, entries: Mutex::new(HashMap::new()) })
+        Ok(Self { ttl_ms, entries: Mutex::new(Entries::default()) })
     }
 
     /// How long quotes live, in milliseconds.
@@ -433,9 +470,10 @@ impl QuoteBook {
         self.ttl_ms
     }
 
-    /// Gives `terms` a fresh id, valid from `now_unix_ms` for the book's
-    /// lifetime. Expired quotes are purged when the book is full.
-    pub fn issue(&self, terms: QuoteTerms, now_unix_ms: u64) -> Result<Quote, QuoteError> {
+    /// Gives `terms` a fresh id for `client`, valid from `now_unix_ms` for
+    /// the book's lifetime. Expired quotes are purged when the book, or the
+    /// client's share of it, is full.
+    pub fn issue(&self, client: &str, terms: QuoteTerms, now_unix_ms: u64) -> Result<Quote, QuoteError> {
         let quote = Quote {
             id: QuoteId(Uuid::new_v4()),
             terms,
@@ -443,43 +481,44 @@ impl QuoteBook {
             expires_at_unix_ms: now_unix_ms.saturating_add(self.ttl_ms),
         };
         let mut entries = self.lock();
-        if entries.len() >= QUOTES_OPEN_MAX {
-            entries.retain(|_, entry| entry.quote.expires_at_unix_ms > now_unix_ms);
+        if entries.by_id.len() >= QUOTES_OPEN_MAX || entries.held_by(client) >= QUOTES_OPEN_PER_CLIENT_MAX {
+            entries.purge_expired(now_unix_ms);
         }
-        if entries.len() >= QUOTES_OPEN_MAX {
+        if entries.held_by(client) >= QUOTES_OPEN_PER_CLIENT_MAX {
+            return Err(QuoteError::ClientQuotesFull { max: QUOTES_OPEN_PER_CLIENT_MAX });
+        }
+        if entries.by_id.len() >= QUOTES_OPEN_MAX {
             return Err(QuoteError::BookFull { max: QUOTES_OPEN_MAX });
         }
-        entries.insert(quote.id, BookEntry { quote, used: false });
+        entries.by_id.insert(quote.id, BookEntry { quote, client: client.to_owned(), used: false });
+        *entries.per_client.entry(client.to_owned()).or_default() += 1;
         Ok(quote)
     }
 
-    /// Consumes the quote: succeeds once, for the first caller before expiry
-    /// (`now_unix_ms < expires_at_unix_ms`); every later call fails.
-    pub fn take(&self, id: QuoteId, now_unix_ms: u64) -> Result<Quote, QuoteError> {
+    /// Consumes `client`'s quote: succeeds once, for the first call before
+    /// expiry (`now_unix_ms < expires_at_unix_ms`); every later call fails.
+    pub fn take(&self, client: &str, id: QuoteId, now_unix_ms: u64) -> Result<Quote, QuoteError> {
         let mut entries = self.lock();
-        let entry = entries.get_mut(&id).ok_or(QuoteError::UnknownQuote { id })?;
+        let entry = entries.of_client(client, id)?;
         entry.check_usable(id, now_unix_ms)?;
         entry.used = true;
         Ok(entry.quote)
     }
 
-    /// Checks that the quote could be taken now, without taking it.
-    pub fn peek(&self, id: QuoteId, now_unix_ms: u64) -> Result<Quote, QuoteError> {
-        let entries = self.lock();
-        let entry = entries.get(&id).ok_or(QuoteError::UnknownQuote { id })?;
+    /// Checks that `client` could take the quote now, without taking it.
+    pub fn peek(&self, client: &str, id: QuoteId, now_unix_ms: u64) -> Result<Quote, QuoteError> {
+        let mut entries = self.lock();
+        let entry = entries.of_client(client, id)?;
         entry.check_usable(id, now_unix_ms)?;
         Ok(entry.quote)
     }
 
     /// Forgets quotes that expired at or before `now_unix_ms`; returns how many.
     pub fn purge_expired(&self, now_unix_ms: u64) -> usize {
-        let mut entries = self.lock();
-        let before = entries.len();
-        entries.retain(|_, entry| entry.quote.expires_at_unix_ms > now_unix_ms);
-        before - entries.len()
+        self.lock().purge_expired(now_unix_ms)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QuoteId, BookEntry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // Every update is a single insert, flag set or retain: a panic in
         // another thread cannot leave an entry half-written.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
@@ -812,34 +851,52 @@ mod tests {
     }
 
     #[test]
+    fn a_quote_is_its_clients_alone_and_each_client_has_a_share_of_the_book() {
+        let book = QuoteBook::new(600_000).expect("valid ttl");
+        let quote = book.issue("wallet-a", terms(), 0).expect("issue");
+        assert!(matches!(book.peek("wallet-b", quote.id, 1), Err(QuoteError::UnknownQuote { .. })));
+        assert!(matches!(book.take("wallet-b", quote.id, 1), Err(QuoteError::UnknownQuote { .. })));
+        assert_eq!(book.take("wallet-a", quote.id, 1).expect("its own client takes it").id, quote.id);
+        for _ in 1..QUOTES_OPEN_PER_CLIENT_MAX {
+            book.issue("wallet-a", terms(), 10).expect("within the client's share");
+        }
+        let full = book.issue("wallet-a", terms(), 10).expect_err("the client's share is used up");
+        assert!(matches!(full, QuoteError::ClientQuotesFull { max: QUOTES_OPEN_PER_CLIENT_MAX }));
+        book.issue("wallet-b", terms(), 10).expect("another client still gets quotes");
+        // Once they expire the client's share is free again.
+        book.issue("wallet-a", terms(), 600_011).expect("expired quotes purged");
+        assert_eq!(book.purge_expired(600_011), 0, "already purged");
+    }
+
+    #[test]
     fn expiry_exactly_at_the_bound() {
         let book = QuoteBook::new(QUOTE_TTL_MS_MAX).expect("book");
         let now = 1_700_000_000_000;
-        let first = book.issue(terms(), now).expect("issue");
+        let first = book.issue("wallet-a", terms(), now).expect("issue");
         assert_eq!(first.expires_at_unix_ms, now + 600_000);
-        let err = book.take(first.id, now + 600_000).expect_err("expired at the bound");
+        let err = book.take("wallet-a", first.id, now + 600_000).expect_err("expired at the bound");
         assert_eq!((err.field(), err.reason_code()), ("quote_id", Some("TM01")));
-        let second = book.issue(terms(), now).expect("issue");
-        assert_eq!(book.take(second.id, now + 599_999).expect("valid until the bound").terms, terms());
-        let err = book.take(second.id, now + 1).expect_err("single use");
+        let second = book.issue("wallet-a", terms(), now).expect("issue");
+        assert_eq!(book.take("wallet-a", second.id, now + 599_999).expect("valid until the bound").terms, terms());
+        let err = book.take("wallet-a", second.id, now + 1).expect_err("single use");
         assert_eq!(err.reason_code(), Some("DUPL"));
         let unknown = QuoteId::from_uuid(Uuid::new_v4());
-        assert!(matches!(book.take(unknown, now), Err(QuoteError::UnknownQuote { .. })));
+        assert!(matches!(book.take("wallet-a", unknown, now), Err(QuoteError::UnknownQuote { .. })));
         assert_eq!(book.purge_expired(now + 600_000), 2);
-        assert!(matches!(book.take(first.id, now), Err(QuoteError::UnknownQuote { .. })));
+        assert!(matches!(book.take("wallet-a", first.id, now), Err(QuoteError::UnknownQuote { .. })));
     }
 
     #[test]
     fn single_use_under_concurrent_take() {
         let book = Arc::new(QuoteBook::new(60_000).expect("book"));
-        let quote = book.issue(terms(), 0).expect("issue");
+        let quote = book.issue("wallet-a", terms(), 0).expect("issue");
         let barrier = Arc::new(Barrier::new(16));
         let threads: Vec<_> = (0..16)
             .map(|_| {
                 let (book, barrier) = (Arc::clone(&book), Arc::clone(&barrier));
                 std::thread::spawn(move || {
                     barrier.wait();
-                    book.take(quote.id, 1)
+                    book.take("wallet-a", quote.id, 1)
                 })
             })
             .collect();
