@@ -463,6 +463,9 @@ struct Inner {
     screening: Arc<dyn Screening>,
     payout: Arc<dyn PayoutAdapter>,
     webhooks: Option<WebhookDispatcher>,
+    /// Status changes already announced to webhooks, per origin remittance
+    /// (how long a prefix of its history).
+    announced: Mutex<UetrMap<usize>>,
     ledger: LedgerAccess,
     state: Mutex<State>,
     journal: Journal,
@@ -581,6 +584,14 @@ impl Engine {
             changed.clear();
         }
         let quotes = QuoteBook::new(config.quote_ttl_ms).map_err(|e| EngineStartError::Config(e.to_string()))?;
+        // Changes journalled before this start were announced then (the
+        // webhook queue is durable): only later ones are new.
+        let announced: UetrMap<usize> = state
+            .remittances
+            .iter()
+            .filter(|(_, record)| record.role == Role::Origin)
+            .map(|(uetr, record)| (*uetr, record.history.len()))
+            .collect();
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (payout_tx, payout_rx) = mpsc::unbounded_channel();
         let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
@@ -592,6 +603,7 @@ impl Engine {
             screening,
             payout,
             webhooks,
+            announced: Mutex::new(announced),
             ledger,
             state: Mutex::new(state),
             journal,
@@ -1062,18 +1074,33 @@ impl Engine {
             || self.inner.webhooks.as_ref().is_some_and(|webhooks| webhooks.has_endpoint(client))
     }
 
-    /// Sends a changed record to watchers and webhooks.
+    /// Sends a changed record to watchers, and to webhooks one event per
+    /// status change not announced yet, each carrying that status and the
+    /// time of the change (a record can pass several statuses between two
+    /// publications, and can be published twice for one change).
     fn publish(&self, record: Remittance) {
         if let (Some(webhooks), Role::Origin) = (&self.inner.webhooks, record.role) {
             if webhooks.has_endpoint(&record.client_id) {
-                webhooks.enqueue(WebhookEvent {
-                    event_id: Uuid::new_v4().to_string(),
-                    client_id: record.client_id.clone(),
-                    uetr: record.uetr,
-                    status: record.status,
-                    created_at_ms: now_ms(),
-                    data: serde_json::to_value(crate::api::convert::remittance_json(&record)).unwrap_or_default(),
-                });
+                let from = {
+                    let mut announced =
+                        self.inner.announced.lock().expect("the announced lock is never held across a panic");
+                    let from = announced.get(&record.uetr).copied().unwrap_or(0);
+                    announced.insert(record.uetr, record.history.len());
+                    from
+                };
+                if from < record.history.len() {
+                    let data = serde_json::to_value(crate::api::convert::remittance_json(&record)).unwrap_or_default();
+                    for change in &record.history[from..] {
+                        webhooks.enqueue(WebhookEvent {
+                            event_id: Uuid::new_v4().to_string(),
+                            client_id: record.client_id.clone(),
+                            uetr: record.uetr,
+                            status: change.status,
+                            created_at_ms: change.at_ms,
+                            data: data.clone(),
+                        });
+                    }
+                }
             }
         }
         let _ = self.inner.updates.send(Arc::new(record));
