@@ -207,28 +207,26 @@ fn devnet_rates() -> String {
 
 /// The devnet wallet key of `name`, created once under `keys/<name>/`.
 fn wallet_key(keys: &Path, name: &str) -> Result<String, DevnetError> {
-    let path = keys.join(name).join(API_KEY_FILE);
-    if let Ok(key) = std::fs::read_to_string(&path) {
+    secret_key_file(&keys.join(name).join(API_KEY_FILE))
+}
+
+/// The key in `path` (mode 0600), generated there on first use.
+fn secret_key_file(path: &Path) -> Result<String, DevnetError> {
+    if let Ok(key) = std::fs::read_to_string(path) {
         return Ok(key.trim().to_owned());
     }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+    }
     let key = generate_key();
-    remit_settlement::network::write_secret_file(&path, key.as_bytes()).map_err(|e| file_error(&path, e))?;
+    remit_settlement::network::write_secret_file(path, key.as_bytes()).map_err(|e| file_error(path, e))?;
     Ok(key)
 }
 
 /// The operator token of `name`'s node (`keys/<name>/operator_token`,
 /// mode 0600), created on first use; its SHA-256 goes into `node.toml`.
 fn operator_token(keys: &Path, name: &str) -> Result<String, DevnetError> {
-    let path = keys.join(name).join(OPERATOR_TOKEN_FILE);
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_owned());
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
-    }
-    let token = generate_key();
-    remit_settlement::network::write_secret_file(&path, token.as_bytes()).map_err(|e| file_error(&path, e))?;
-    Ok(token)
+    secret_key_file(&keys.join(name).join(OPERATOR_TOKEN_FILE))
 }
 
 /// Node name -> operator token, for `devnet.json`'s `operator_tokens`.

@@ -56,7 +56,22 @@ pub fn generate_key() -> String {
 
 /// The stored form of a key: hex SHA-256.
 pub fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    hex::encode(key_digest(key))
+}
+
+/// The SHA-256 of a presented key or token, as stored keys are looked up.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The credential of an `authorization: Bearer <credential>` header value,
+/// trimmed; `None` when it is not one or is empty.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    authorization
+        .strip_prefix("Bearer ")
+        .or_else(|| authorization.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|credential| !credential.is_empty())
 }
 
 #[derive(Debug)]
@@ -179,10 +194,8 @@ impl Authenticator {
         x_api_key: Option<&str>,
     ) -> Result<(ClientId, RateLimit), RequestError> {
         let key = authorization
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .or(x_api_key)
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
+            .and_then(bearer)
+            .or_else(|| x_api_key.map(str::trim).filter(|k| !k.is_empty()))
             .ok_or_else(|| {
                 RequestError::new(
                     ErrorKind::Unauthenticated,
@@ -191,7 +204,7 @@ impl Authenticator {
                     "missing API key: send `authorization: Bearer <key>` or `x-api-key: <key>`",
                 )
             })?;
-        let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let hash = key_digest(key);
         let client = self
             .by_hash
             .get(&hash)

@@ -69,11 +69,9 @@ impl Operators {
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
+            .and_then(crate::api::auth::bearer)
             .ok_or("operator views need `authorization: Bearer <operator token>`")?;
-        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+        let hash = crate::api::auth::key_digest(token);
         self.by_hash.get(&hash).map(String::as_str).ok_or("unknown operator token")
     }
 }
