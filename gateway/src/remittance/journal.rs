@@ -516,16 +516,20 @@ mod tests {
         offsets
     }
 
-    #[tokio::test]
-    async fn a_damaged_frame_before_valid_ones_stops_the_replay_and_cuts_nothing() {
+    /// A closed journal of `frames` frames, cursor events 1..=frames.
+    async fn journal_of_cursors(frames: u64) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(JOURNAL_FILE);
-        {
-            let (journal, _) = Journal::open(&path).expect("open");
-            for height in 1..=5 {
-                journal.append(&[cursor(height)]).await.expect("append");
-            }
+        let (journal, _) = Journal::open(&path).expect("open");
+        for height in 1..=frames {
+            journal.append(&[cursor(height)]).await.expect("append");
         }
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn a_damaged_frame_before_valid_ones_stops_the_replay_and_cuts_nothing() {
+        let (_dir, path) = journal_of_cursors(5).await;
         let good = std::fs::read(&path).expect("read");
         let offsets = frame_offsets(&good);
         assert_eq!(offsets.len(), 5);
@@ -555,14 +559,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_torn_group_write_of_several_frames_is_cut_at_its_first() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(JOURNAL_FILE);
-        {
-            let (journal, _) = Journal::open(&path).expect("open");
-            for height in 1..=3 {
-                journal.append(&[cursor(height)]).await.expect("append");
-            }
-        }
+        let (_dir, path) = journal_of_cursors(3).await;
         let mut bytes = std::fs::read(&path).expect("read");
         let offsets = frame_offsets(&bytes);
         // The crash left the last group's frames with zeroed blocks in place
