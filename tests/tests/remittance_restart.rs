@@ -6,8 +6,9 @@
 //! idempotency key per remittance) to the three others in turn, so one third
 //! of all remittances are paid out by the gateway that is killed. The victim
 //! is the node after the Raft leader (a gateway that is origin and
-//! destination, not the leader). It is killed with SIGKILL right after it was
-//! sent its third batch, while the other origins keep sending (to it too),
+//! destination, not the leader). It is killed with SIGKILL once it was sent
+//! its third batch and a remittance to or from it was acknowledged (so one is
+//! always in flight), while the other origins keep sending (to it too),
 //! then restarted on its data directory.
 //!
 //! Checked:
@@ -71,8 +72,9 @@ const BATCH_REMITTANCES: usize = 20;
 const BATCH_PAUSE: Duration = Duration::from_millis(150);
 /// The victim is killed while this (0-based) batch of its own is in flight.
 const KILL_BATCH: usize = 2;
-/// Head start of that call before the kill, so it reaches the gateway.
-const KILL_DELAY: Duration = Duration::from_millis(5);
+/// After the signal, how often the test looks for an acknowledged
+/// remittance to or from the victim before killing it.
+const KILL_POLL: Duration = Duration::from_millis(1);
 /// How long the victim stays down.
 const DOWN_TIME: Duration = Duration::from_secs(1);
 /// Bound on one wallet API call.
@@ -644,7 +646,21 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
         senders.push(tokio::spawn(run_origin(client, plan.clone(), batches, answers.clone(), kill)));
     }
     tokio::time::timeout(Duration::from_secs(60), kill_rx).await.context("the victim's sender never got far")??;
-    tokio::time::sleep(KILL_DELAY).await;
+    // Kill as soon as a remittance to or from the victim is acknowledged
+    // (it cannot be complete yet), so the crash always catches one in flight.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let involved = {
+            let answers = answers.lock().expect("answers lock is never poisoned");
+            plan.iter()
+                .any(|p| (p.destination == victim || p.origin == victim) && answers.acked.contains_key(&p.key))
+        };
+        if involved {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "no remittance to or from the victim acknowledged in 60 s");
+        tokio::time::sleep(KILL_POLL).await;
+    }
     let acked_before_kill = answers.lock().expect("answers lock is never poisoned").acked.clone();
     let killed_ms = now_ms();
     net.kill(victim)?;
