@@ -46,6 +46,9 @@ pub const FOLLOW_WAIT_MS: u64 = 2_000;
 pub const FOLLOW_RETRY_MS_MAX: u64 = 1_000;
 /// How often a gateway asks a validator who leads (to send it submissions first).
 pub const FOLLOW_TIP_EVERY_MS: u64 = 1_000;
+/// Payment-message envelopes one `DeliverPaymentMessages` call may carry
+/// (larger deliveries are cut into calls of this size).
+pub const PEER_DELIVER_MESSAGES_MAX: usize = 1_000;
 /// Longest time the governance endpoint waits for its entry to be certified.
 pub const GOVERNANCE_CERTIFY_WAIT_MS: u64 = 30_000;
 

@@ -1,6 +1,13 @@
 //! Mutual TLS between nodes: certificates generated with the network's keys,
 //! loaded for tonic servers and clients. A peer whose certificate was not
 //! issued by the network's CA is refused during the handshake.
+//!
+//! Each participant gets a certificate of its own from the network CA. Its
+//! subject alternative names: the URI `remit:participant:<id>`
+//! ([`crate::node::peer_identity::PARTICIPANT_URI_PREFIX`]), which the peer
+//! service reads as the caller's identity; the DNS names [`NODE_TLS_NAME`]
+//! (which every client checks), `localhost` and the participant id; and the
+//! IP address 127.0.0.1 (loopback devnets).
 
 use std::path::{Path, PathBuf};
 
@@ -74,7 +81,9 @@ impl NodeTls {
 }
 
 /// Generates a network CA and one certificate per participant directory in
-/// `keys_dir` (for `remit keygen --tls` and devnet). Keys are mode 0600.
+/// `keys_dir` (for `remit keygen --tls` and devnet), each naming its
+/// participant (`remit:participant:<id>`, see the module doc). Keys are
+/// mode 0600.
 pub fn generate_tls(keys_dir: &Path, participants: &[String]) -> Result<(), TlsError> {
     let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
     let ca_key = rcgen::KeyPair::generate().map_err(generate)?;
@@ -89,6 +98,8 @@ pub fn generate_tls(keys_dir: &Path, participants: &[String]) -> Result<(), TlsE
         let names = vec![NODE_TLS_NAME.to_owned(), "localhost".to_owned(), participant.clone()];
         let mut params = rcgen::CertificateParams::new(names).map_err(generate)?;
         params.subject_alt_names.push(rcgen::SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+        let uri = format!("{}{participant}", crate::node::peer_identity::PARTICIPANT_URI_PREFIX);
+        params.subject_alt_names.push(rcgen::SanType::URI(uri.as_str().try_into().map_err(generate)?));
         params.distinguished_name.push(rcgen::DnType::CommonName, participant.as_str());
         let cert = params.signed_by(&key, &ca_cert, &ca_key).map_err(generate)?;
         let dir = keys_dir.join(participant);

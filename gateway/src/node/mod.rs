@@ -14,6 +14,8 @@ pub mod certifier;
 pub mod follower;
 pub mod http;
 pub mod intake;
+pub mod peer_access;
+pub mod peer_identity;
 pub mod peers;
 pub mod proposer;
 pub mod raft_network;
@@ -223,7 +225,12 @@ impl Node {
         let chain: SharedChain = Arc::new(Mutex::new(chain));
         let metrics = Metrics::new();
         let fail_stop = FailStop::new();
-        let peers = Peers::new(&addresses, tls.as_ref()).map_err(setup)?;
+        let signer = peer_identity::RequestSigner::new(
+            network.chain_id.clone(),
+            participant.clone(),
+            load_identity_key(&config.node.identity_key).map_err(setup)?,
+        );
+        let peers = Peers::new(&addresses, tls.as_ref()).map_err(setup)?.with_signer(signer);
         let recent_blocks = RecentBlocks::default();
         let mut servers = Vec::new();
         let links = RoleLinks {
@@ -303,6 +310,7 @@ impl Node {
             certified,
             metrics: metrics.clone(),
             serve_altered_blocks: config.testing.serve_altered_blocks,
+            auth: peer_identity::PeerAuthenticator::new(chain.clone(), network.chain_id.clone()),
         })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);

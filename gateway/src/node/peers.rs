@@ -1,15 +1,27 @@
 //! gRPC clients to the other nodes (validators and member gateways), one
 //! lazily connected channel each, by participant id; validators are also
 //! reachable by their validator index (Raft, certification).
+//!
+//! Payment-message calls (deliver, fetch) go through [`Peers::deliver_payment_messages`]
+//! and [`Peers::fetch_payment_messages`], which sign each request with the
+//! node's identity key ([`super::peer_identity::RequestSigner`]) so that the
+//! receiving node knows who calls even without TLS; deliveries are cut into
+//! calls of at most [`PEER_DELIVER_MESSAGES_MAX`] envelopes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use remit_proto::v1::peer_client::PeerClient;
+use remit_proto::v1::{
+    DeliverPaymentMessagesReply, DeliverPaymentMessagesRequest, FetchPaymentMessagesReply, FetchPaymentMessagesRequest,
+    PaymentMessageEnvelope,
+};
 use remit_settlement::ParticipantId;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
 
-use crate::constants::{GRPC_MESSAGE_BYTES_MAX, HTTP2_WINDOW_BYTES, PEER_RPC_TIMEOUT_MS};
+use super::peer_identity::{method, RequestSigner};
+use crate::constants::{GRPC_MESSAGE_BYTES_MAX, HTTP2_WINDOW_BYTES, PEER_DELIVER_MESSAGES_MAX, PEER_RPC_TIMEOUT_MS};
 use crate::tls::NodeTls;
 
 /// A client to one peer.
@@ -38,6 +50,7 @@ pub struct Peers {
     by_participant: BTreeMap<ParticipantId, Peer>,
     validators: BTreeMap<u64, ParticipantId>,
     tls: Option<NodeTls>,
+    signer: Option<RequestSigner>,
 }
 
 /// Builds a lazily connecting client to `address` (host:port).
@@ -76,7 +89,57 @@ impl Peers {
                 validator: self.validators.iter().find(|(_, id)| *id == participant).map(|(index, _)| *index),
             })
             .collect();
-        Self::connect(&addresses, self.tls.clone())
+        let mut peers = Self::connect(&addresses, self.tls.clone())?;
+        peers.signer = self.signer.clone();
+        Ok(peers)
+    }
+
+    /// The same peers, signing payment-message requests with `signer`.
+    pub fn with_signer(mut self, signer: RequestSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    fn signed<T: prost::Message>(&self, method: &str, body: T) -> Request<T> {
+        match &self.signer {
+            Some(signer) => signer.request(method, body),
+            None => Request::new(body),
+        }
+    }
+
+    /// Delivers `envelopes` to `destination`, signed, in calls of at most
+    /// [`PEER_DELIVER_MESSAGES_MAX`]; the number stored, or the first
+    /// failure (earlier calls may have been stored: a retry sends them
+    /// again, and storing one twice is harmless).
+    pub async fn deliver_payment_messages(
+        &self,
+        destination: &ParticipantId,
+        envelopes: &[PaymentMessageEnvelope],
+    ) -> Result<u64, Status> {
+        let mut client = self
+            .participant(destination)
+            .ok_or_else(|| Status::unavailable(format!("no address for {destination}")))?;
+        let mut stored = 0u64;
+        for chunk in envelopes.chunks(PEER_DELIVER_MESSAGES_MAX) {
+            let body = DeliverPaymentMessagesRequest { messages: chunk.to_vec() };
+            let reply: DeliverPaymentMessagesReply = client
+                .deliver_payment_messages(self.signed(method::DELIVER_PAYMENT_MESSAGES, body))
+                .await?
+                .into_inner();
+            stored += u64::from(reply.stored);
+        }
+        Ok(stored)
+    }
+
+    /// Asks `origin` for payment messages, signed.
+    pub async fn fetch_payment_messages(
+        &self,
+        origin: &ParticipantId,
+        body: FetchPaymentMessagesRequest,
+    ) -> Result<FetchPaymentMessagesReply, Status> {
+        let mut client =
+            self.participant(origin).ok_or_else(|| Status::unavailable(format!("no address for {origin}")))?;
+        Ok(client.fetch_payment_messages(self.signed(method::FETCH_PAYMENT_MESSAGES, body)).await?.into_inner())
     }
 
     fn connect(addresses: &[PeerAddress], tls: Option<NodeTls>) -> Result<Self, tonic::transport::Error> {
@@ -89,7 +152,7 @@ impl Peers {
                 validators.insert(index, peer.participant.clone());
             }
         }
-        Ok(Self { by_participant, validators, tls })
+        Ok(Self { by_participant, validators, tls, signer: None })
     }
 
     /// The client of validator `index`.

@@ -2,6 +2,14 @@
 //! certificate gossip, block and tip queries, payment messages. A gateway
 //! that is not a validator serves blocks, its tip and payment messages, and
 //! passes submissions on to the validators; it refuses Raft and gossip.
+//!
+//! Payment messages are served by the caller's identity
+//! ([`super::peer_identity`]: its certificate, or its signature on a
+//! plaintext devnet) under the rules of [`super::peer_access`]: no identity,
+//! `UNAUTHENTICATED`; not the certified destination (fetch) or not the
+//! envelope's origin (deliver), `PERMISSION_DENIED`; no data either way. A
+//! Raft message from a caller whose certificate names a participant that is
+//! not a validator is refused with `PERMISSION_DENIED`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +33,8 @@ use tracing::{info_span, Instrument};
 use super::certifier::CertifierEvent;
 use super::follower::CertifiedHeight;
 use super::intake::LedgerIntake;
+use super::peer_access;
+use super::peer_identity::{method, PeerAuthenticator};
 use super::RoleParts;
 use crate::constants::GET_BLOCKS_LIMIT_MAX;
 use crate::remittance::engine::Engine;
@@ -52,6 +62,8 @@ pub struct PeerService {
     pub metrics: crate::metrics::Metrics,
     /// Fault injection (`testing.serve_altered_blocks`): a lying peer.
     pub serve_altered_blocks: bool,
+    /// Who is calling (certificate or signature), keys from `chain`.
+    pub auth: PeerAuthenticator,
 }
 
 impl std::fmt::Debug for PeerService {
@@ -136,6 +148,7 @@ fn raft_reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, St
 impl Peer for PeerService {
     async fn raft_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let raft = self.raft()?;
+        self.auth.require_validator_if_known(&request)?;
         let rpc: VoteRequest<u64> = decode_message(&request.into_inner().payload).map_err(bad_request)?;
         raft_reply(&raft.vote(rpc).await)
     }
@@ -143,6 +156,7 @@ impl Peer for PeerService {
     async fn raft_append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let started = Instant::now();
         let raft = self.raft()?;
+        self.auth.require_validator_if_known(&request)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode_message(&request.into_inner().payload).map_err(bad_request)?;
         let reply = raft_reply(&raft.append_entries(rpc).await);
@@ -152,6 +166,7 @@ impl Peer for PeerService {
 
     async fn raft_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let raft = self.raft()?;
+        self.auth.require_validator_if_known(&request)?;
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode_message(&request.into_inner().payload).map_err(bad_request)?;
         raft_reply(&raft.install_snapshot(rpc).await)
@@ -233,9 +248,11 @@ impl Peer for PeerService {
         &self,
         request: Request<DeliverPaymentMessagesRequest>,
     ) -> Result<Response<DeliverPaymentMessagesReply>, Status> {
+        let caller = self.auth.authenticate(method::DELIVER_PAYMENT_MESSAGES, &request)?;
         let messages = request.into_inner().messages;
-        let span = info_span!("remit.peer.deliver_messages", count = messages.len());
-        let stored = self.engine.receive_messages(messages).instrument(span).await?;
+        let span = info_span!("remit.peer.deliver_messages", count = messages.len(), %caller);
+        peer_access::check_delivery(&caller, &messages)?;
+        let stored = self.engine.receive_messages(&caller, messages).instrument(span).await?;
         Ok(Response::new(DeliverPaymentMessagesReply { stored: u32::try_from(stored).unwrap_or(u32::MAX) }))
     }
 
@@ -243,10 +260,12 @@ impl Peer for PeerService {
         &self,
         request: Request<FetchPaymentMessagesRequest>,
     ) -> Result<Response<FetchPaymentMessagesReply>, Status> {
+        let caller = self.auth.authenticate(method::FETCH_PAYMENT_MESSAGES, &request)?;
         let request = request.into_inner();
-        let span = info_span!("remit.peer.fetch_messages", count = request.uetrs.len());
+        let span = info_span!("remit.peer.fetch_messages", count = request.uetrs.len(), %caller);
         let _guard = span.enter();
-        let (messages, unknown) = self.engine.messages_for(&request.uetrs, &request.destination)?;
+        let allowed = peer_access::fetchable(&self.chain, &caller, &request.destination, &request.uetrs)?;
+        let (messages, unknown) = self.engine.messages_for(&allowed, &caller)?;
         Ok(Response::new(FetchPaymentMessagesReply { messages, unknown }))
     }
 }

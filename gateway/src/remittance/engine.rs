@@ -1295,15 +1295,15 @@ impl Engine {
     }
 
     async fn deliver_messages(&self, destination: ParticipantId, envelopes: Vec<PaymentMessageEnvelope>) {
-        let Some(client) = self.inner.ledger.peers.participant(&destination) else {
+        let peers = &self.inner.ledger.peers;
+        if peers.participant(&destination).is_none() {
             warn!(%destination, "no address for the destination gateway; it will have to fetch the messages");
             return;
-        };
+        }
         let uetrs: Vec<Uetr> = envelopes.iter().filter_map(|e| uetr_from_bytes(&e.uetr)).collect();
-        let request = remit_proto::v1::DeliverPaymentMessagesRequest { messages: envelopes };
         let mut backoff = Duration::from_millis(100);
         for _ in 0..8 {
-            match client.clone().deliver_payment_messages(request.clone()).await {
+            match peers.deliver_payment_messages(&destination, &envelopes).await {
                 Ok(_) => {
                     let now = now_ms();
                     let mut events: Vec<JournalEvent> =
@@ -1332,11 +1332,20 @@ impl Engine {
 
     // ---- peer side: messages ----
 
-    /// Stores payment messages pushed by an origin gateway (durable before
-    /// the reply), and pays out any certified transfer that was waiting.
-    pub async fn receive_messages(&self, envelopes: Vec<PaymentMessageEnvelope>) -> Result<usize, GrpcStatus> {
+    /// Stores payment messages pushed by the origin gateway `caller` (the
+    /// authenticated caller; an envelope naming another origin refuses the
+    /// whole call), durable before the reply, and pays out any certified
+    /// transfer that was waiting.
+    pub async fn receive_messages(
+        &self,
+        caller: &ParticipantId,
+        envelopes: Vec<PaymentMessageEnvelope>,
+    ) -> Result<usize, GrpcStatus> {
         let mut messages = Vec::with_capacity(envelopes.len());
         for (i, envelope) in envelopes.into_iter().enumerate() {
+            if envelope.origin != caller.as_str() {
+                return Err(GrpcStatus::permission_denied(format!("messages[{i}].origin: not the caller {caller}")));
+            }
             messages
                 .push(inbox_message(envelope).map_err(|e| GrpcStatus::invalid_argument(format!("messages[{i}].{e}")))?);
         }
@@ -1358,11 +1367,12 @@ impl Engine {
     }
 
     /// The payment messages of this gateway's remittances among `uetrs`
-    /// that go to `destination`; the others are left out.
+    /// that go to `caller` (the authenticated caller, already checked to be
+    /// the certified destination of each); the others are left out.
     pub fn messages_for(
         &self,
         uetrs: &[Vec<u8>],
-        destination: &str,
+        caller: &ParticipantId,
     ) -> Result<(Vec<PaymentMessageEnvelope>, Vec<Vec<u8>>), GrpcStatus> {
         if uetrs.len() > FETCH_MESSAGES_MAX {
             return Err(GrpcStatus::invalid_argument(format!("uetrs: at most {FETCH_MESSAGES_MAX}")));
@@ -1379,7 +1389,7 @@ impl Engine {
         let mut unknown = Vec::new();
         for uetr in parsed {
             match state.remittances.get(&uetr) {
-                Some(record) if record.role == Role::Origin && record.message.destination.as_str() == destination => {
+                Some(record) if record.role == Role::Origin && record.message.destination == *caller => {
                     messages.push(PaymentMessageEnvelope {
                         uetr: uetr.as_bytes().to_vec(),
                         origin: record.message.origin.to_string(),
@@ -1633,18 +1643,17 @@ impl Engine {
             }
         }
         for (origin, uetrs) in by_origin {
-            let client = self.inner.ledger.peers.participant(&origin);
+            let peers = &self.inner.ledger.peers;
             for chunk in uetrs.chunks(FETCH_MESSAGES_MAX) {
                 let mut found: HashMap<Uetr, InboxMessage> = HashMap::new();
                 let mut unknown: HashSet<Uetr> = HashSet::new();
-                if let Some(mut client) = client.clone() {
+                if peers.participant(&origin).is_some() {
                     let request = remit_proto::v1::FetchPaymentMessagesRequest {
                         uetrs: chunk.iter().map(|uetr| uetr.as_bytes().to_vec()).collect(),
                         destination: self.inner.config.me.to_string(),
                     };
                     let span = info_span!("remit.remittance.fetch_messages", %origin, count = chunk.len());
-                    if let Ok(reply) = client.fetch_payment_messages(request).instrument(span).await {
-                        let reply = reply.into_inner();
+                    if let Ok(reply) = peers.fetch_payment_messages(&origin, request).instrument(span).await {
                         unknown.extend(reply.unknown.iter().filter_map(|bytes| uetr_from_bytes(bytes)));
                         for envelope in reply.messages {
                             if let Ok(message) = inbox_message(envelope) {
