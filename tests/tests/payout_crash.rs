@@ -48,7 +48,7 @@ use remit_gateway::payout::{BookEntry, SIMULATED_BANK_FILE};
 use remit_proto::v1 as pb;
 use remit_settlement::{PayoutState, Uetr};
 use remit_tests::net::{
-    retryable, stop_and_verify, Acknowledged, Network, NetworkOptions, WalletClient, LOG_FILE, READY_TIMEOUT,
+    retryable, stop_and_verify, Acknowledged, Network, NetworkOptions, WalletClient, READY_TIMEOUT,
 };
 use rust_decimal::Decimal;
 
@@ -239,9 +239,7 @@ fn read_book(net: &Network) -> anyhow::Result<HashMap<Uetr, Booked>> {
 /// starts resumed work in flight (payouts, reports or message fetches:
 /// `resumed=N`, N > 0, in the engine's start line).
 fn starts_that_resumed(net: &Network) -> anyhow::Result<(usize, usize)> {
-    let config = &net.node(DESTINATION).config;
-    let log = config.parent().context("node.toml lies in the node directory")?.join(LOG_FILE);
-    let text = std::fs::read_to_string(&log).with_context(|| log.display().to_string())?;
+    let text = net.log(DESTINATION)?;
     let starts: Vec<u64> = text
         .lines()
         .filter(|line| line.contains("remittance engine started"))
@@ -251,18 +249,6 @@ fn starts_that_resumed(net: &Network) -> anyhow::Result<(usize, usize)> {
         })
         .collect();
     Ok((starts.len(), starts.iter().filter(|n| **n > 0).count()))
-}
-
-fn no_node_panicked(net: &Network) -> anyhow::Result<()> {
-    for i in 0..net.len() {
-        let config = &net.node(i).config;
-        let log = config.parent().context("node.toml lies in the node directory")?.join(LOG_FILE);
-        let text = std::fs::read_to_string(&log).with_context(|| log.display().to_string())?;
-        if let Some(line) = text.lines().find(|line| line.contains("panicked at")) {
-            bail!("node {i} panicked: {line}");
-        }
-    }
-    Ok(())
 }
 
 async fn scenario(net: &mut Network) -> anyhow::Result<()> {
@@ -368,7 +354,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
         "ledger: {} payout reports, one per UETR: {completed} completed, {returned} returned (AC04)",
         payouts.len()
     );
-    no_node_panicked(net)
+    net.no_node_panicked()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,14 +26,13 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::Instrument as _;
 
 use remit_settlement::Uetr;
 
 use super::{
-    is_reason_code, log_outcome, pay_span, status_span, AdapterFuture, PayoutAdapter, PayoutConfigError,
-    PayoutInstruction, PayoutResult, PayoutStatus, PAYOUT_REASON_LEN_MAX, PAYOUT_REFERENCE_LEN_MAX,
-    PAYOUT_RESPONSE_BYTES_MAX, PAYOUT_TIMEOUT_MS_MAX, REASON_CODE_NARRATIVE,
+    is_reason_code, traced_pay, traced_status, AdapterFuture, PayoutAdapter, PayoutConfigError, PayoutInstruction,
+    PayoutResult, PayoutStatus, PAYOUT_REASON_LEN_MAX, PAYOUT_REFERENCE_LEN_MAX, PAYOUT_RESPONSE_BYTES_MAX,
+    PAYOUT_TIMEOUT_MS_MAX, REASON_CODE_NARRATIVE,
 };
 use crate::outbound::{describe_transport_error, truncate_chars};
 use crate::remittance::party::Party;
@@ -202,27 +201,11 @@ impl HttpPayoutAdapter {
 
 impl PayoutAdapter for HttpPayoutAdapter {
     fn pay<'a>(&'a self, instruction: &'a PayoutInstruction) -> AdapterFuture<'a, PayoutResult> {
-        let span = pay_span(self.name(), instruction);
-        Box::pin(
-            async move {
-                let result = self.pay_http(instruction).await;
-                log_outcome(&result);
-                result
-            }
-            .instrument(span),
-        )
+        traced_pay(self.name(), instruction, self.pay_http(instruction))
     }
 
     fn status(&self, uetr: Uetr) -> AdapterFuture<'_, PayoutStatus> {
-        let span = status_span(self.name(), uetr);
-        Box::pin(
-            async move {
-                let status = self.status_http(uetr).await;
-                tracing::debug!(status = status.kind(), "payout status");
-                status
-            }
-            .instrument(span),
-        )
+        traced_status(self.name(), uetr, self.status_http(uetr))
     }
 
     fn name(&self) -> &'static str {

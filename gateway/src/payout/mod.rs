@@ -26,6 +26,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use tracing::Instrument as _;
+
 use remit_settlement::{Money, ParticipantId, Uetr};
 
 use crate::remittance::party::Party;
@@ -185,7 +187,7 @@ pub fn is_reason_code(code: &str) -> bool {
     code.len() == 4 && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
-pub(crate) fn pay_span(adapter: &'static str, instruction: &PayoutInstruction) -> tracing::Span {
+fn pay_span(adapter: &'static str, instruction: &PayoutInstruction) -> tracing::Span {
     tracing::info_span!(
         "gateway.payout.pay",
         adapter,
@@ -195,7 +197,7 @@ pub(crate) fn pay_span(adapter: &'static str, instruction: &PayoutInstruction) -
     )
 }
 
-pub(crate) fn log_outcome(result: &PayoutResult) {
+fn log_outcome(result: &PayoutResult) {
     match result {
         PayoutResult::Paid { reference } => tracing::debug!(outcome = "paid", reference = %reference, "payout done"),
         PayoutResult::Refused { reason_code, reason } => {
@@ -209,8 +211,38 @@ pub(crate) fn log_outcome(result: &PayoutResult) {
 // Configuration
 // ---------------------------------------------------------------------------
 
-pub(crate) fn status_span(adapter: &'static str, uetr: Uetr) -> tracing::Span {
-    tracing::info_span!("gateway.payout.status", adapter, uetr = %uetr)
+/// `pay` run in a `gateway.payout.pay` span, its outcome logged.
+pub(crate) fn traced_pay<'a>(
+    adapter: &'static str,
+    instruction: &PayoutInstruction,
+    pay: impl Future<Output = PayoutResult> + Send + 'a,
+) -> AdapterFuture<'a, PayoutResult> {
+    let span = pay_span(adapter, instruction);
+    Box::pin(
+        async move {
+            let result = pay.await;
+            log_outcome(&result);
+            result
+        }
+        .instrument(span),
+    )
+}
+
+/// `status` run in a `gateway.payout.status` span, its answer logged.
+pub(crate) fn traced_status<'a>(
+    adapter: &'static str,
+    uetr: Uetr,
+    status: impl Future<Output = PayoutStatus> + Send + 'a,
+) -> AdapterFuture<'a, PayoutStatus> {
+    let span = tracing::info_span!("gateway.payout.status", adapter, uetr = %uetr);
+    Box::pin(
+        async move {
+            let status = status.await;
+            tracing::debug!(status = status.kind(), "payout status");
+            status
+        }
+        .instrument(span),
+    )
 }
 
 #[cfg(test)]

@@ -27,13 +27,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use iso_currency::Currency;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tracing::Instrument as _;
 
 use remit_settlement::Uetr;
 
 use super::{
-    log_outcome, pay_span, status_span, AdapterFuture, PayoutAdapter, PayoutConfigError, PayoutInstruction,
-    PayoutResult, PayoutSection, PayoutStatus,
+    traced_pay, traced_status, AdapterFuture, PayoutAdapter, PayoutConfigError, PayoutInstruction, PayoutResult,
+    PayoutSection, PayoutStatus,
 };
 
 /// The book's file name inside the node's data directory.
@@ -484,27 +483,11 @@ fn simulated_reference(uetr: Uetr) -> String {
 
 impl PayoutAdapter for SimulatedBook {
     fn pay<'a>(&'a self, instruction: &'a PayoutInstruction) -> AdapterFuture<'a, PayoutResult> {
-        let span = pay_span(self.name(), instruction);
-        Box::pin(
-            async move {
-                let result = self.pay_durably(instruction).await;
-                log_outcome(&result);
-                result
-            }
-            .instrument(span),
-        )
+        traced_pay(self.name(), instruction, self.pay_durably(instruction))
     }
 
     fn status(&self, uetr: Uetr) -> AdapterFuture<'_, PayoutStatus> {
-        let span = status_span(self.name(), uetr);
-        Box::pin(
-            async move {
-                let status = self.status_durably(uetr).await;
-                tracing::debug!(status = status.kind(), "payout status");
-                status
-            }
-            .instrument(span),
-        )
+        traced_status(self.name(), uetr, self.status_durably(uetr))
     }
 
     fn name(&self) -> &'static str {
