@@ -476,6 +476,17 @@ impl Network {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     }
 
+    /// Fails if any node wrote a panic to its log (a panic in a task does
+    /// not stop the process, so it can go unnoticed while other checks pass).
+    pub fn no_node_panicked(&self) -> anyhow::Result<()> {
+        for i in 0..self.len() {
+            if let Some(line) = self.log(i)?.lines().find(|line| line.contains("panicked at")) {
+                bail!("node {i} panicked: {line}");
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets node `i`'s extra environment (takes effect at its next start).
     pub fn clear_env(&mut self, i: usize) {
         self.nodes[i].env.clear();

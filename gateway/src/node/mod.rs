@@ -544,7 +544,7 @@ fn start_engine(
         quote_ttl_ms: section.quote_ttl_ms,
         push_messages: !config.testing.skip_message_push,
     };
-    let payout = crate::payout::build_adapter(&config.payout).map_err(setup)?;
+    let payout = crate::payout::build_adapter(&config.payout, &config.node.data_dir).map_err(setup)?;
     let mut endpoints = HashMap::new();
     for (i, client) in config.api.iter().flat_map(|api| api.clients.iter()).enumerate() {
         let (Some(url), Some(secret_file)) = (&client.webhook_url, &client.webhook_secret_file) else { continue };

@@ -44,6 +44,7 @@ use super::corridor::Corridors;
 use super::fx::RateSource;
 use super::journal::{InboxMessage, IncomingTransfer, Journal, JournalError, JournalEvent};
 use super::party::Party;
+use super::payouts::{payout_step, settle, PayoutQueue, PayoutStep, RetryPolicy};
 use super::quote::{self, Quote, QuoteBook, QuoteId, QuoteRequest};
 use super::record::{commitment, LedgerPosition, PaymentMessage, Remittance, Role, Status, StatusChange};
 use super::QuoteError;
@@ -310,6 +311,9 @@ struct State {
     /// Payment message bytes of origin remittances created since start and
     /// not yet taken by the submitter, so the message is serialised once.
     message_bytes: UetrMap<Vec<u8>>,
+    /// Return reports journalled (`ReturnDue`: code, reason) whose report is
+    /// not yet seen certified.
+    returns_due: UetrMap<(String, String)>,
     cursor: u64,
 }
 
@@ -317,7 +321,15 @@ impl State {
     /// Applies one event; returns the uetr of a remittance that changed
     /// (for `Statuses`, pushes each changed one to `changed` instead).
     fn apply_into(&mut self, event: JournalEvent, changed: &mut Vec<Uetr>) {
-        if let JournalEvent::Statuses { uetrs, change, ledger } = event {
+        if let JournalEvent::PayoutStarted { uetrs, at_ms } = event {
+            let change = StatusChange::new(Status::PayoutPending, at_ms, None, "");
+            for uetr in uetrs {
+                let Some(record) = self.remittances.get_mut(&uetr) else { continue };
+                if record.role == Role::Destination && record.advance(change.clone()) {
+                    changed.push(uetr);
+                }
+            }
+        } else if let JournalEvent::Statuses { uetrs, change, ledger } = event {
             for uetr in uetrs {
                 let Some(record) = self.remittances.get_mut(&uetr) else { continue };
                 let mut moved = false;
@@ -337,7 +349,7 @@ impl State {
     /// Applies one event; returns the uetr of a remittance that changed.
     fn apply(&mut self, event: JournalEvent) -> Option<Uetr> {
         match event {
-            JournalEvent::Statuses { .. } => {
+            JournalEvent::Statuses { .. } | JournalEvent::PayoutStarted { .. } => {
                 let mut changed = Vec::new();
                 self.apply_into(event, &mut changed);
                 changed.pop()
@@ -381,6 +393,9 @@ impl State {
                 Some(uetr)
             }
             JournalEvent::Status { uetr, change, ledger, payout_reference } => {
+                if ledger.is_some() && matches!(change.status, Status::Completed | Status::Returned) {
+                    self.returns_due.remove(&uetr);
+                }
                 let record = self.remittances.get_mut(&uetr)?;
                 let mut changed = false;
                 if ledger.is_some() && record.ledger.is_none() {
@@ -400,6 +415,13 @@ impl State {
                 }
                 record.payout_reference = Some(reference);
                 Some(uetr)
+            }
+            JournalEvent::ReturnDue { uetr, reason_code, reason } => {
+                // Returned: a message arriving later must not make it payable.
+                self.incoming.remove(&uetr);
+                self.inbox.remove(&uetr);
+                self.returns_due.insert(uetr, (reason_code, reason));
+                None
             }
             JournalEvent::MessageDelivered { uetr } => {
                 let record = self.remittances.get_mut(&uetr)?;
@@ -473,6 +495,8 @@ struct Inner {
     created: Notify,
     submit_tx: mpsc::UnboundedSender<Uetr>,
     payout_tx: mpsc::UnboundedSender<Uetr>,
+    /// UETRs queued for payout or being paid (each once).
+    payout_queue: PayoutQueue,
     fetch_tx: mpsc::UnboundedSender<(Uetr, IncomingTransfer)>,
     report_tx: mpsc::UnboundedSender<super::reports::PendingReport>,
 }
@@ -611,6 +635,7 @@ impl Engine {
             created: Notify::new(),
             submit_tx,
             payout_tx,
+            payout_queue: PayoutQueue::default(),
             fetch_tx,
             report_tx,
         });
@@ -632,19 +657,35 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Re-queues work interrupted by a restart; returns how many.
+    /// Re-queues work interrupted by a restart; returns how many. A payout
+    /// that may have reached the bank is queued too: `pay_out` asks the bank
+    /// for it before paying. A journalled report is sent again (the
+    /// reporter drops it if the ledger already holds one).
     fn resume(&self) -> usize {
         let state = self.state();
         let mut resumed = 0;
         for record in state.remittances.values() {
+            let return_due = state.returns_due.get(&record.uetr);
             let queue = match (record.role, record.status) {
                 (Role::Origin, Status::Received | Status::Submitted) => self.inner.submit_tx.send(record.uetr),
-                (Role::Destination, Status::Final | Status::PayoutPending) => self.inner.payout_tx.send(record.uetr),
+                (Role::Destination, _) => match payout_step(record, return_due.is_some()) {
+                    PayoutStep::Pay | PayoutStep::AskBank => self.inner.payout_tx.send(record.uetr),
+                    PayoutStep::ReportCompleted => {
+                        super::reports::queue_completed(self, record.uetr);
+                        Ok(())
+                    }
+                    // Sent below with the returns that have no record.
+                    PayoutStep::ReportReturned | PayoutStep::Nothing => continue,
+                },
                 _ => continue,
             };
             if queue.is_ok() {
                 resumed += 1;
             }
+        }
+        for (uetr, (reason_code, reason)) in state.returns_due.iter() {
+            super::reports::queue_returned(self, *uetr, reason_code, reason);
+            resumed += 1;
         }
         for (uetr, incoming) in state.incoming.iter() {
             if self.inner.fetch_tx.send((*uetr, incoming.clone())).is_ok() {
@@ -1678,7 +1719,6 @@ impl Engine {
                     if entry.attempts >= MESSAGE_FETCH_ATTEMPTS_MAX || now >= entry.since + MESSAGE_FETCH_GIVE_UP {
                         awaited.remove(uetr);
                         returned.push(*uetr);
-                        super::reports::queue_return_without_message(self, *uetr);
                     } else {
                         // An origin that holds no remittance for it will not
                         // have one in a moment either: ask again only slowly.
@@ -1692,6 +1732,14 @@ impl Engine {
                 }
                 if let Some(first) = returned.first() {
                     warn!(%origin, count = returned.len(), first = %first, "no valid payment message; returning the transfers");
+                    // Journalled before the reports are sent.
+                    let (events, reports): (Vec<_>, Vec<_>) =
+                        returned.iter().map(|uetr| super::reports::return_without_message(*uetr)).unzip();
+                    if let Err(error) = self.commit(events).await {
+                        warn!(%error, "cannot journal the returns; they are fetched again after a restart");
+                    } else {
+                        reports.into_iter().for_each(|report| super::reports::queue(self, report));
+                    }
                 }
             }
         }
@@ -1700,48 +1748,62 @@ impl Engine {
 
     // ---- destination: payout ----
 
-    /// Pays out in batches: one journal append marks a batch payout_pending
-    /// (durable before the bank is called), the payouts run concurrently,
-    /// and one append records their references.
+    /// Pays out in batches: one journal append marks a batch in flight
+    /// (`PayoutStarted`, durable before the bank is called), the payouts run
+    /// concurrently, and one append records their outcomes before the
+    /// reports are queued. A UETR already queued or being paid is dropped
+    /// here, whoever handed it in again (push, fetch, follower, resume).
     async fn run_payouts(self, mut rx: mpsc::UnboundedReceiver<Uetr>) {
         let limit = Arc::new(Semaphore::new(PAYOUT_BATCHES_IN_FLIGHT_MAX));
+        let queue = self.inner.payout_queue.clone();
         loop {
             let Some(first) = rx.recv().await else { return };
-            let mut uetrs = vec![first];
-            while uetrs.len() < PAYOUT_BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(uetr) => uetrs.push(uetr),
-                    Err(_) => break,
+            let mut uetrs = Vec::new();
+            let mut next = Some(first);
+            while let Some(uetr) = next.take() {
+                if queue.admit(uetr) {
+                    uetrs.push(uetr);
                 }
+                if uetrs.len() < PAYOUT_BATCH_MAX {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if uetrs.is_empty() {
+                continue;
             }
             let Ok(permit) = limit.clone().acquire_owned().await else { return };
             let engine = self.clone();
+            let queue = queue.clone();
             tokio::spawn(async move {
-                engine.pay_out(uetrs).await;
+                engine.pay_out(&uetrs).await;
+                queue.release(&uetrs);
                 drop(permit);
             });
         }
     }
 
-    async fn pay_out(&self, uetrs: Vec<Uetr>) {
-        // Destination remittances that are due and not yet reported.
+    async fn pay_out(&self, uetrs: &[Uetr]) {
+        // Destination remittances that are due, with whether the bank may
+        // already hold them (then it is asked before it is paid).
         let mut due: Vec<(PayoutInstruction, bool)> = Vec::with_capacity(uetrs.len());
         {
             let state = self.state();
             for uetr in uetrs {
-                let Some(record) = state.remittances.get(&uetr) else { continue };
-                if record.role != Role::Destination || !matches!(record.status, Status::Final | Status::PayoutPending) {
-                    continue;
-                }
+                let Some(record) = state.remittances.get(uetr) else { continue };
+                let ask_first = match payout_step(record, state.returns_due.contains_key(uetr)) {
+                    PayoutStep::Pay => false,
+                    PayoutStep::AskBank => true,
+                    PayoutStep::Nothing | PayoutStep::ReportCompleted | PayoutStep::ReportReturned => continue,
+                };
                 let instruction = PayoutInstruction {
-                    uetr,
+                    uetr: *uetr,
                     origin: record.message.origin.clone(),
                     beneficiary: record.message.beneficiary.clone(),
                     amount: record.message.receive_amount,
                     purpose: record.message.purpose.clone(),
                     remittance_information: record.message.remittance_information.clone(),
                 };
-                due.push((instruction, record.status == Status::Final));
+                due.push((instruction, ask_first));
             }
         }
         {
@@ -1753,54 +1815,52 @@ impl Engine {
                     .is_none_or(|t| t.payout == remit_settlement::PayoutState::Open)
             });
         }
-        if due.is_empty() {
-            return;
-        }
-        // Durable before the bank is called: a restart pays again with the
-        // same uetr, which the adapter must treat idempotently.
-        let marking: Vec<Uetr> = due.iter().filter(|(_, is_final)| *is_final).map(|(i, _)| i.uetr).collect();
-        if !marking.is_empty() {
-            let change = StatusChange::new(Status::PayoutPending, now_ms(), None, "");
-            self.commit_or_log(vec![JournalEvent::Statuses { uetrs: marking, change, ledger: None }]).await;
+        let starting: Vec<Uetr> = due.iter().filter(|(_, ask_first)| !ask_first).map(|(i, _)| i.uetr).collect();
+        if !starting.is_empty() {
+            // No bank call before this is durable: a payout the journal does
+            // not show in flight is never asked for after a restart.
+            let event = JournalEvent::PayoutStarted { uetrs: starting, at_ms: now_ms() };
+            if let Err(error) = self.commit(vec![event]).await {
+                warn!(%error, "cannot journal payouts as started; not paying them");
+                due.retain(|(_, ask_first)| *ask_first);
+            }
         }
         let mut payouts = tokio::task::JoinSet::new();
-        for (instruction, _) in due {
+        for (instruction, ask_first) in due {
             let adapter = self.inner.payout.clone();
             payouts.spawn(async move {
-                let span = info_span!("remit.payout", uetr = %instruction.uetr, adapter = adapter.name());
-                let mut backoff = Duration::from_millis(500);
-                loop {
-                    match adapter.pay(&instruction).instrument(span.clone()).await {
-                        PayoutResult::Failed { reason } => {
-                            debug!(uetr = %instruction.uetr, %reason, "payout failed; retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(30));
-                        }
-                        other => break (instruction.uetr, other),
-                    }
-                }
+                let outcome = settle(adapter.as_ref(), &instruction, ask_first, RetryPolicy::DEFAULT).await;
+                (instruction.uetr, outcome)
             });
         }
-        let mut paid = Vec::new();
+        let (mut events, mut reports) = (Vec::new(), Vec::new());
         while let Some(joined) = payouts.join_next().await {
             let Ok((uetr, outcome)) = joined else { continue };
             match outcome {
-                PayoutResult::Paid { reference } => paid.push((uetr, reference)),
+                PayoutResult::Paid { reference } => {
+                    events.push(JournalEvent::PaidOut { uetr, reference });
+                    reports.push(super::reports::completed(uetr));
+                }
                 PayoutResult::Refused { reason_code, reason } => {
                     info!(%uetr, %reason_code, "payout refused; returning");
-                    super::reports::queue_returned(self, uetr, &reason_code, &reason);
+                    let (event, report) = super::reports::return_due(uetr, &reason_code, &reason);
+                    events.push(event);
+                    reports.push(report);
                 }
                 PayoutResult::Failed { .. } => {}
             }
         }
-        if paid.is_empty() {
+        if events.is_empty() {
             return;
         }
-        let events =
-            paid.iter().map(|(uetr, reference)| JournalEvent::PaidOut { uetr: *uetr, reference: reference.clone() });
-        self.commit_or_log(events.collect()).await;
-        for (uetr, _) in paid {
-            super::reports::queue_completed(self, uetr);
+        // The reports are sent only once the outcomes are durable; if the
+        // append fails, a restart asks the bank again.
+        if let Err(error) = self.commit(events).await {
+            warn!(%error, "cannot journal payout outcomes; the bank is asked for them after a restart");
+            return;
+        }
+        for report in reports {
+            super::reports::queue(self, report);
         }
     }
 
@@ -2001,5 +2061,120 @@ mod tests {
             assert_eq!(record.status, Status::PayoutPending);
             assert_eq!(record.history.last(), Some(&change));
         }
+    }
+
+    /// Replays `events` after a destination record was accepted; returns the
+    /// payout step a restart takes for it.
+    fn step_after(events: Vec<JournalEvent>) -> (PayoutStep, Status) {
+        let uetr = Uetr::new_random();
+        let ledger = LedgerPosition { height: Height(7), block_hash: Digest32([3; 32]) };
+        let (inbox, _) = incoming_message(uetr);
+        let mut state = State::default();
+        let mut changed = Vec::new();
+        state.apply_into(JournalEvent::Inbox { message: inbox }, &mut changed);
+        state.apply_into(JournalEvent::Accepted { uetr, ledger, at_ms: 2_000 }, &mut changed);
+        for event in events {
+            state.apply_into(with_uetr(event, uetr), &mut changed);
+        }
+        let record = &state.remittances[&uetr];
+        (payout_step(record, state.returns_due.contains_key(&uetr)), record.status)
+    }
+
+    /// `event` with its UETR(s) replaced by `uetr`.
+    fn with_uetr(event: JournalEvent, uetr: Uetr) -> JournalEvent {
+        match event {
+            JournalEvent::PayoutStarted { at_ms, .. } => JournalEvent::PayoutStarted { uetrs: vec![uetr], at_ms },
+            JournalEvent::Statuses { change, ledger, .. } => {
+                JournalEvent::Statuses { uetrs: vec![uetr], change, ledger }
+            }
+            JournalEvent::Status { change, ledger, payout_reference, .. } => {
+                JournalEvent::Status { uetr, change, ledger, payout_reference }
+            }
+            JournalEvent::PaidOut { reference, .. } => JournalEvent::PaidOut { uetr, reference },
+            JournalEvent::ReturnDue { reason_code, reason, .. } => {
+                JournalEvent::ReturnDue { uetr, reason_code, reason }
+            }
+            other => other,
+        }
+    }
+
+    #[test]
+    fn a_restart_takes_the_payout_step_its_journal_shows() {
+        let any = Uetr::new_random();
+        let ledger = Some(LedgerPosition { height: Height(9), block_hash: Digest32([4; 32]) });
+        let started = || JournalEvent::PayoutStarted { uetrs: vec![any], at_ms: 3_000 };
+        let old_pending = || JournalEvent::Statuses {
+            uetrs: vec![any],
+            change: StatusChange::new(Status::PayoutPending, 3_000, None, ""),
+            ledger: None,
+        };
+        let paid = || JournalEvent::PaidOut { uetr: any, reference: "SIM-1".into() };
+        let returned = || JournalEvent::ReturnDue { uetr: any, reason_code: "AC04".into(), reason: "closed".into() };
+        let certified = |status: Status| JournalEvent::Status {
+            uetr: any,
+            change: StatusChange::new(status, 4_000, None, ""),
+            ledger,
+            payout_reference: None,
+        };
+        let cases: Vec<(&str, Vec<JournalEvent>, (PayoutStep, Status))> = vec![
+            ("final: never sent to the bank", vec![], (PayoutStep::Pay, Status::Final)),
+            ("in flight", vec![started()], (PayoutStep::AskBank, Status::PayoutPending)),
+            (
+                "payout_pending from an older journal (also written before the bank call)",
+                vec![old_pending()],
+                (PayoutStep::AskBank, Status::PayoutPending),
+            ),
+            (
+                "paid, report not certified",
+                vec![started(), paid()],
+                (PayoutStep::ReportCompleted, Status::PayoutPending),
+            ),
+            (
+                "refused, return not certified",
+                vec![started(), returned()],
+                (PayoutStep::ReportReturned, Status::PayoutPending),
+            ),
+            (
+                "completion certified",
+                vec![started(), paid(), certified(Status::Completed)],
+                (PayoutStep::Nothing, Status::Completed),
+            ),
+            (
+                "return certified",
+                vec![started(), returned(), certified(Status::Returned)],
+                (PayoutStep::Nothing, Status::Returned),
+            ),
+        ];
+        for (name, events, expected) in cases {
+            assert_eq!(step_after(events), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_journalled_return_without_a_record_stops_the_fetch_and_clears_when_certified() {
+        let uetr = Uetr::new_random();
+        let (inbox, _) = incoming_message(uetr);
+        let ledger = LedgerPosition { height: Height(7), block_hash: Digest32([3; 32]) };
+        let incoming = IncomingTransfer {
+            uetr,
+            origin: inbox.origin.clone(),
+            amount: Money::parse_parts("100.00", "USD", "amount").expect("money"),
+            commitment: Digest32([1; 32]),
+            ledger,
+        };
+        let mut state = State::default();
+        let mut changed = Vec::new();
+        state.apply_into(JournalEvent::Incoming { transfer: incoming }, &mut changed);
+        state.apply_into(JournalEvent::Inbox { message: inbox }, &mut changed);
+        let (event, _) = super::super::reports::return_without_message(uetr);
+        state.apply_into(event, &mut changed);
+        assert!(state.incoming.is_empty() && state.inbox.is_empty(), "nothing left to fetch or accept");
+        assert_eq!(state.returns_due.get(&uetr).map(|(code, _)| code.as_str()), Some("MS03"));
+        let change = StatusChange::new(Status::Returned, 5_000, Some("MS03"), "");
+        state.apply_into(
+            JournalEvent::Status { uetr, change, ledger: Some(ledger), payout_reference: None },
+            &mut changed,
+        );
+        assert!(state.returns_due.is_empty(), "a certified return is no longer due");
     }
 }

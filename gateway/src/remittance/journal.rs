@@ -152,7 +152,32 @@ pub enum JournalEvent {
         /// The ledger block, when the change comes from the ledger.
         ledger: Option<LedgerPosition>,
     },
-    /// The destination's bank paid the beneficiary (destination side).
+    /// The bank is about to be asked to pay these remittances (destination
+    /// side; each moves to `payout_pending`). Durable before the bank is
+    /// called, so that a restart asks the bank for the outcome by UETR
+    /// instead of paying again.
+    PayoutStarted {
+        /// Which remittances.
+        uetrs: Vec<Uetr>,
+        /// When (their `payout_pending` status).
+        at_ms: u64,
+    },
+    /// A return report is due (destination side): the bank refused the
+    /// payout, or no valid payment message came. Journalled before the report
+    /// is sent to the ledger; after a restart it is sent again until the
+    /// ledger holds a report for the transfer.
+    ReturnDue {
+        /// Which transfer.
+        uetr: Uetr,
+        /// ISO 20022 return reason code (already checked: `NARR` replaces an
+        /// invalid one).
+        reason_code: String,
+        /// Human-readable reason, kept off the ledger.
+        reason: String,
+    },
+    /// The destination's bank paid the beneficiary (destination side). Also
+    /// the journalled record that a completion report is due: until the
+    /// ledger's report is certified it is sent again after a restart.
     PaidOut {
         /// Which remittance.
         uetr: Uetr,
@@ -622,5 +647,29 @@ mod tests {
         let back: JournalEvent = serde_json::from_str(&json).expect("parse");
         let JournalEvent::Inbox { message: back } = back else { panic!("not an inbox event") };
         assert_eq!(back, message);
+    }
+
+    #[test]
+    fn payout_events_round_trip_and_old_journals_still_parse() {
+        let uetr = Uetr::new_random();
+        let events = vec![
+            JournalEvent::PayoutStarted { uetrs: vec![uetr], at_ms: 7 },
+            JournalEvent::ReturnDue { uetr, reason_code: "AC04".into(), reason: "closed".into() },
+        ];
+        let json = serde_json::to_string(&events).expect("json");
+        assert_eq!(
+            json,
+            format!(
+                r#"[{{"event":"payout_started","uetrs":["{uetr}"],"at_ms":7}},{{"event":"return_due","uetr":"{uetr}","reason_code":"AC04","reason":"closed"}}]"#
+            )
+        );
+        let back: Vec<JournalEvent> = serde_json::from_str(&json).expect("parse");
+        assert!(matches!(&back[0], JournalEvent::PayoutStarted { uetrs, at_ms: 7 } if uetrs == &vec![uetr]));
+        assert!(matches!(&back[1], JournalEvent::ReturnDue { reason_code, .. } if reason_code == "AC04"));
+        // A frame written before these events existed.
+        let old =
+            format!(r#"[{{"event":"paid_out","uetr":"{uetr}","reference":"SIM-1"}},{{"event":"cursor","height":3}}]"#);
+        let back: Vec<JournalEvent> = serde_json::from_str(&old).expect("an old frame parses");
+        assert!(matches!(&back[0], JournalEvent::PaidOut { reference, .. } if reference == "SIM-1"));
     }
 }

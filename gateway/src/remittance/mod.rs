@@ -49,6 +49,7 @@ pub mod engine;
 pub mod fx;
 pub mod journal;
 pub mod party;
+pub mod payouts;
 pub mod quote;
 pub mod recent;
 pub mod record;
