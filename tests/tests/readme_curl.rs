@@ -175,7 +175,8 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_curl_examples_work_as_written() {
-    let options = NetworkOptions { validators: 1, gateways: 1, ..NetworkOptions::default() };
+    // The README's devnet: four validators (gw-us, gw-ph, ...).
+    let options = NetworkOptions::default();
     let mut net = Network::start(options).await.expect("the network starts");
     let result = scenario(&mut net).await;
     net.finish(result);
