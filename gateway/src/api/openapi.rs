@@ -128,6 +128,33 @@ fn create_request(judged: Judged) -> Value {
 
 /// The document.
 pub fn document() -> Value {
+    let mut document = body();
+    if let Some(schemas) = document["components"]["schemas"].as_object_mut() {
+        for schema in schemas.values_mut() {
+            nullable_optional_objects(schema);
+        }
+    }
+    document
+}
+
+/// Optional object properties (messages) take `null` for absent, as the
+/// JSON form of the protobuf messages writes them: the document says so.
+fn nullable_optional_objects(schema: &mut Value) {
+    let required: Vec<String> = schema["required"]
+        .as_array()
+        .map(|names| names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else { return };
+    for (name, property) in properties.iter_mut() {
+        nullable_optional_objects(property);
+        let is_object = property.get("$ref").is_some() || property["type"] == "object";
+        if is_object && !required.contains(name) {
+            *property = json!({"anyOf": [property.clone(), {"type": "null"}]});
+        }
+    }
+}
+
+fn body() -> Value {
     let statuses = json!([
         "received",
         "compliance_hold",
@@ -377,7 +404,10 @@ mod tests {
         let amount = json!({"value": "1.00", "currency": "USD"});
         check("CreateQuoteRequest", json!({"source_country": "US", "send_amount": amount}), Ok(()));
         check("CreateQuoteRequest", json!({"send_amount": ["1.00", "USD"]}), Err("send_amount"));
-        check("CreateQuoteRequest", json!({"send_amount": null}), Err("send_amount"));
+        // An absent optional message may be written as null (protobuf JSON does); a required one may not.
+        check("CreateQuoteRequest", json!({"send_amount": null, "receive_amount": amount}), Ok(()));
+        check("CreateRemittanceRequest", json!({"originator": null}), Err("originator"));
+        check("CreateRemittanceRequest", json!({"originator": {"legal_person": null, "address": null}}), Ok(()));
         check("CreateQuoteRequest", json!({"source_country": 7}), Err("source_country"));
         check("CreateQuoteRequest", json!([]), Err("body"));
         check(
