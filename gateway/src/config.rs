@@ -223,17 +223,68 @@ fn default_log_level() -> String {
     "info,openraft=warn".into()
 }
 
-/// `[api]`: the wallet API (gRPC and REST on one port).
+/// `[api]`: the wallet API (gRPC and REST on one port, its own listener:
+/// the `[http]` listener serves operators only).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
-    /// Own listen address, e.g. `0.0.0.0:9100`; absent: served on the
-    /// `[http]` listener beside health and metrics.
+    /// Listen address, e.g. `0.0.0.0:9100`: required (absent is a start-up
+    /// error naming the key), and apart from `http.listen` and `peer.listen`.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
     /// `[[api.clients]]`: wallet clients and their hashed keys.
     #[serde(default)]
     pub clients: Vec<crate::api::auth::ApiClientConfig>,
+    /// Certificate chain (PEM) for TLS on the wallet port; with `tls_key`,
+    /// gRPC and REST are served over TLS only (ALPN h2 and http/1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback `listen` (behind a TLS-terminating
+    /// proxy); without it such a configuration does not start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plaintext: bool,
+}
+
+impl ApiSection {
+    /// Checks the listener keys: an address of its own, TLS files in pairs,
+    /// no plaintext beyond loopback unless allowed.
+    fn validate(&self, http: SocketAddr, peer: SocketAddr) -> Result<(), ConfigError> {
+        let Some(listen) = self.listen else {
+            return Err(key_error(
+                "api.listen",
+                "required with [api]: the wallet API has a listener of its own (the [http] listener serves \
+                 health, metrics, governance and /ops/* only)",
+            ));
+        };
+        for (other, name) in [(http, "http.listen"), (peer, "peer.listen")] {
+            if listen == other
+                || (listen.port() == other.port() && (listen.ip().is_unspecified() || other.ip().is_unspecified()))
+            {
+                return Err(key_error(
+                    "api.listen",
+                    format!("{listen} is also {name}: the wallet API needs its own port"),
+                ));
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(key_error("api.tls_key", "required with api.tls_cert")),
+            (None, Some(_)) => return Err(key_error("api.tls_cert", "required with api.tls_key")),
+            (None, None) if !listen.ip().is_loopback() && !self.allow_plaintext => {
+                return Err(key_error(
+                    "api.allow_plaintext",
+                    format!(
+                        "the wallet API would serve plaintext on the non-loopback address {listen}: set api.tls_cert \
+                         and api.tls_key, or api.allow_plaintext = true (e.g. behind a TLS-terminating proxy)"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// `[remittance]`: corridors, rates and quotes.
@@ -379,6 +430,7 @@ impl NodeConfig {
             ));
         }
         if let Some(api) = &self.api {
+            api.validate(self.http.listen, self.peer.listen)?;
             crate::api::auth::Authenticator::new(&api.clients).map_err(|message| {
                 let (key, reason) = message.split_once(": ").unwrap_or(("api.clients", &message));
                 key_error(key, reason)
@@ -491,5 +543,28 @@ address = "127.0.0.1:7100"
         check("[block]\nbogus = 1\n", &[], Some("block.bogus"));
         check("", &[("REMIT__NODE__PARTICIPANT", "gw-xx")], Some("peers"));
         check("", &[("REMIT__RAFT__HEARTBEAT_MS", "5000")], Some("raft.election_timeout_min_ms"));
+    }
+
+    #[test]
+    fn the_wallet_api_needs_its_own_listener_and_tls_beyond_loopback() {
+        check("[api]\n", &[], Some("api.listen"));
+        check("[api]\nlisten = \"127.0.0.1:9100\"\n", &[], None);
+        check("[api]\nlisten = \"127.0.0.1:8100\"\n", &[], Some("api.listen"));
+        check("[api]\nlisten = \"0.0.0.0:7100\"\n", &[], Some("api.listen"));
+        check("[api]\nlisten = \"0.0.0.0:9100\"\n", &[], Some("api.allow_plaintext"));
+        check("[api]\nlisten = \"10.0.0.5:9100\"\n", &[], Some("api.allow_plaintext"));
+        check("[api]\nlisten = \"0.0.0.0:9100\"\nallow_plaintext = true\n", &[], None);
+        check("[api]\nlisten = \"0.0.0.0:9100\"\ntls_cert = \"/c.pem\"\n", &[], Some("api.tls_key"));
+        check("[api]\nlisten = \"0.0.0.0:9100\"\ntls_key = \"/k.pem\"\n", &[], Some("api.tls_cert"));
+        check("[api]\nlisten = \"0.0.0.0:9100\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n", &[], None);
+        // An override reaches the key as well, and the error names it.
+        check(
+            "[api]\nlisten = \"127.0.0.1:9100\"\n",
+            &[("REMIT__API__LISTEN", "0.0.0.0:9100")],
+            Some("api.allow_plaintext"),
+        );
+        let text = format!("{BASE}[api]\nlisten = \"0.0.0.0:9100\"\n");
+        let error = NodeConfig::parse(&text, env(&[])).expect_err("refused").to_string();
+        assert!(error.contains("api.tls_cert") && error.contains("0.0.0.0:9100"), "{error}");
     }
 }

@@ -30,10 +30,15 @@ use crate::tls::{generate_tls, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 pub const DEVNET_FILE: &str = "devnet.json";
 /// Sub-directory holding the keys.
 pub const KEYS_SUBDIR: &str = "keys";
-/// Default first peer port; node i listens on `base + i` (peer) and `base + 1000 + i` (HTTP).
+/// Default first peer port; node i listens on `base + i` (peer),
+/// `base + 1000 + i` (operator HTTP: health, metrics, governance, `/ops/*`)
+/// and `base + 2000 + i` (the wallet API).
 pub const DEFAULT_BASE_PORT: u16 = 7100;
-/// Offset between a node's peer port and its HTTP port.
+/// Offset between a node's peer port and its operator HTTP port.
 pub const HTTP_PORT_OFFSET: u16 = 1000;
+/// Offset between a node's peer port and its wallet API port.
+pub const API_PORT_OFFSET: u16 = 2000;
+const _: () = assert!(API_PORT_OFFSET > HTTP_PORT_OFFSET);
 
 /// A devnet setup problem.
 #[derive(Debug, thiserror::Error)]
@@ -66,9 +71,13 @@ pub struct DevnetNode {
     pub pid: u32,
     /// Peer gRPC address, host:port.
     pub peer_addr: String,
-    /// Base URL of the node's HTTP API.
+    /// Base URL of the node's wallet API (gRPC and REST, `/openapi.json`).
     pub api_url: String,
-    /// Prometheus metrics URL.
+    /// Base URL of the node's operator listener (`/healthz`, `/readyz`,
+    /// `/metrics`, `POST /v1/governance`, `/ops/*`).
+    #[serde(default)]
+    pub ops_url: String,
+    /// Prometheus metrics URL (on the operator listener).
     pub metrics_url: String,
     /// The node's data directory.
     pub data_dir: PathBuf,
@@ -358,6 +367,7 @@ fn write_node(
     let keys = keys.canonicalize().map_err(|e| file_error(&keys, e))?;
     let peer_port = peer_port(options, i);
     let http_port = peer_port + HTTP_PORT_OFFSET;
+    let api_port = peer_port + API_PORT_OFFSET;
     let config = NodeConfig {
         node: NodeSection {
             participant: name.to_owned(),
@@ -384,7 +394,10 @@ fn write_node(
         log: LogSection { format: options.log_format.clone(), ..LogSection::default() },
         testing: TestingSection::default(),
         api: Some(ApiSection {
-            listen: None,
+            listen: Some(([127, 0, 0, 1], api_port).into()),
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext: false,
             clients: vec![ApiClientConfig {
                 id: wallet_client_id(name),
                 key_sha256: hash_key(&api_key),
@@ -409,7 +422,8 @@ fn write_node(
         role,
         pid: 0,
         peer_addr: format!("127.0.0.1:{peer_port}"),
-        api_url: format!("http://127.0.0.1:{http_port}"),
+        api_url: format!("http://127.0.0.1:{api_port}"),
+        ops_url: format!("http://127.0.0.1:{http_port}"),
         metrics_url: format!("http://127.0.0.1:{http_port}/metrics"),
         data_dir: config.node.data_dir.clone(),
         config: config_path,

@@ -129,14 +129,15 @@ fn devnet_starts_describes_and_stops_its_nodes() -> anyhow::Result<()> {
     }
     let mut pids = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        for field in ["name", "role", "pid", "peer_addr", "api_url", "metrics_url", "data_dir"] {
+        for field in ["name", "role", "pid", "peer_addr", "api_url", "ops_url", "metrics_url", "data_dir"] {
             ensure!(!node[field].is_null(), "node {i} lacks {field}: {node}");
         }
         let role = if i < 4 { "validator" } else { "gateway" };
         ensure!(node["role"] == role, "node {i}: {node}");
         let peer = port + u16::try_from(i)?;
         ensure!(node["peer_addr"] == format!("127.0.0.1:{peer}"), "node {i}: {node}");
-        ensure!(node["api_url"] == format!("http://127.0.0.1:{}", peer + 1000), "node {i}: {node}");
+        ensure!(node["api_url"] == format!("http://127.0.0.1:{}", peer + 2000), "node {i}: {node}");
+        ensure!(node["ops_url"] == format!("http://127.0.0.1:{}", peer + 1000), "node {i}: {node}");
         ensure!(node["metrics_url"] == format!("http://127.0.0.1:{}/metrics", peer + 1000), "node {i}: {node}");
         let pid = node["pid"].as_i64().context("pid is a number")?;
         ensure!(alive(pid), "node {i} pid {pid} is not running");

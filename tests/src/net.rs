@@ -39,7 +39,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, ensure, Context};
 use remit_gateway::api::grpc::BearerAuth;
 use remit_gateway::constants::GET_BLOCKS_LIMIT_MAX;
-use remit_gateway::devnet::{prepare_with_keys, DevnetNode, DevnetOptions, HTTP_PORT_OFFSET, KEYS_SUBDIR};
+use remit_gateway::devnet::{
+    prepare_with_keys, DevnetNode, DevnetOptions, API_PORT_OFFSET, HTTP_PORT_OFFSET, KEYS_SUBDIR,
+};
 use remit_gateway::node::peers::{connect_lazy, Client};
 use remit_gateway::tls::{NodeTls, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 use remit_proto::v1::{GetBlocksRequest, GetTipRequest, GetTipResponse, SubmitBatchReply, SubmitBatchRequest};
@@ -75,7 +77,8 @@ pub const PORT_MIN: u16 = 20_000;
 /// Highest port any node of a network may use.
 pub const PORT_MAX: u16 = 32_000;
 /// Ports reserved per network for peer servers (and, offset by
-/// [`HTTP_PORT_OFFSET`], for HTTP servers): the most validators a test may run.
+/// [`HTTP_PORT_OFFSET`] and [`API_PORT_OFFSET`], for the operator HTTP and
+/// wallet API servers): the most validators a test may run.
 pub const PORT_SLOT_WIDTH: u16 = 16;
 /// How long a network may take to elect a leader and certify genesis.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,7 +96,7 @@ pub const LOG_FILE: &str = "remitd.log";
 pub const KEEP_DIR_ENV: &str = "REMIT_TEST_KEEP_DIR";
 
 const _: () = assert!((VALIDATORS as u16) <= PORT_SLOT_WIDTH);
-const _: () = assert!(PORT_MIN + PORT_SLOT_WIDTH + HTTP_PORT_OFFSET < PORT_MAX);
+const _: () = assert!(PORT_MIN + PORT_SLOT_WIDTH + API_PORT_OFFSET < PORT_MAX);
 
 /// Held by every live [`Network`]: at most one network per test process.
 static NETWORK_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -204,24 +207,25 @@ fn newest_mtime(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
     newest
 }
 
-/// A base port for a new network whose peer ports (base..base+n) and HTTP
-/// ports (base+1000..) are all free right now. Candidates come from a
+/// A base port for a new network whose peer ports (base..base+n), operator
+/// HTTP ports (base+1000..) and wallet API ports (base+2000..) are all free
+/// right now. Candidates come from a
 /// per-process counter plus a pid-derived offset, so test processes running
 /// side by side start far apart.
 pub fn pick_base_port(validators: usize) -> anyhow::Result<u16> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let width = u16::try_from(validators).ok().filter(|w| *w <= PORT_SLOT_WIDTH).context("too many validators")?;
-    let slots = u32::from((PORT_MAX - HTTP_PORT_OFFSET - PORT_MIN) / PORT_SLOT_WIDTH);
+    let slots = u32::from((PORT_MAX - API_PORT_OFFSET - PORT_MIN) / PORT_SLOT_WIDTH);
     let offset = std::process::id().wrapping_mul(97);
     for _ in 0..64 {
         let slot = offset.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % slots;
         let base = PORT_MIN + u16::try_from(slot).expect("slot < slots fits u16") * PORT_SLOT_WIDTH;
-        let mut ports = (0..width).flat_map(|i| [base + i, base + HTTP_PORT_OFFSET + i]);
+        let mut ports = (0..width).flat_map(|i| [base + i, base + HTTP_PORT_OFFSET + i, base + API_PORT_OFFSET + i]);
         if ports.all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
             return Ok(base);
         }
     }
-    bail!("no free block of {validators} peer and HTTP ports between {PORT_MIN} and {PORT_MAX}")
+    bail!("no free block of {validators} peer, operator and wallet ports between {PORT_MIN} and {PORT_MAX}")
 }
 
 // ---------------------------------------------------------------------------
@@ -466,7 +470,7 @@ impl Network {
     /// Node `i`'s operator view of `uetr` (`GET /ops/remittances/{uetr}`
     /// with its operator token).
     pub async fn operator_view(&self, i: usize, uetr: &str) -> anyhow::Result<reqwest::Response> {
-        let url = format!("{}/ops/remittances/{uetr}", self.nodes[i].devnet.api_url);
+        let url = format!("{}/ops/remittances/{uetr}", self.nodes[i].devnet.ops_url);
         Ok(reqwest::Client::new().get(&url).bearer_auth(self.operator_token(i)?).send().await?)
     }
 
@@ -782,7 +786,7 @@ impl Network {
 
     /// The value of metric `name` on node `i`'s `/metrics`.
     pub fn metric(&self, i: usize, name: &str) -> anyhow::Result<f64> {
-        let body = http_get(&self.nodes[i].devnet.api_url, "/metrics")?;
+        let body = http_get(&self.nodes[i].devnet.ops_url, "/metrics")?;
         parse_metric(&body, name).with_context(|| format!("node {i}'s /metrics has no sample of {name}"))
     }
 

@@ -36,10 +36,10 @@ const GW_GB: usize = 5;
 async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     let leader = net.wait_ready().await?;
     for gateway in [GW_IN, GW_GB] {
-        let ready = http_get(&net.node(gateway).api_url, "/readyz")?;
+        let ready = http_get(&net.node(gateway).ops_url, "/readyz")?;
         ensure!(ready.starts_with("ready: gateway,"), "node {gateway} /readyz: {ready}");
         ensure!(ready.contains(&format!("leader {leader}")), "node {gateway} /readyz: {ready}");
-        let metrics = http_get(&net.node(gateway).api_url, "/metrics")?;
+        let metrics = http_get(&net.node(gateway).ops_url, "/metrics")?;
         ensure!(parse_metric(&metrics, "remit_is_leader") == Some(0.0), "gateway {gateway} claims to lead");
     }
     let mut acks = Acknowledged::default();

@@ -54,7 +54,7 @@ fn approve_and_submit(net: &Network, file: &Path, keys: &[usize]) -> anyhow::Res
         let run = cli(&["governance", "sign", path(file), "--key", path(&key(net, *i))])?;
         ensure!(run.status.success(), "sign with key {i} failed: {}", run.stderr);
     }
-    cli(&["governance", "submit", path(file), "--node", &net.node(GW_US).api_url])
+    cli(&["governance", "submit", path(file), "--node", &net.node(GW_US).ops_url])
 }
 
 fn expect_certified(run: &CliRun) -> anyhow::Result<()> {
@@ -110,7 +110,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
         run.stdout
     );
     expect_certified(&approve_and_submit(net, &cap, &[1])?)?;
-    let run = cli(&["governance", "submit", path(&cap), "--node", &net.node(GW_PH).api_url])?;
+    let run = cli(&["governance", "submit", path(&cap), "--node", &net.node(GW_PH).ops_url])?;
     ensure!(
         run.status.code() == Some(1) && run.stdout.contains("governance_nonce_reused [DUPL]"),
         "replay: {}",

@@ -11,7 +11,8 @@
 //!   the right code and field, and nothing is recorded;
 //! - a payout the destination bank refuses (closed account) ends `returned`
 //!   with AC04 and the obligation is reversed on the ledger;
-//! - REST: 401 without a key, 400 naming the field, `/openapi.json`.
+//! - REST: 401 without a key, 422 naming the field, `/openapi.json`; the
+//!   operator view on the operator port only (404 on the wallet port).
 //!
 //! Then every node is stopped and verified (every final block certified, no
 //! acknowledged transfer lost or duplicated, value conserved per currency),
@@ -252,7 +253,8 @@ async fn rest_surface(net: &Network) -> anyhow::Result<()> {
     let mut bad = body.clone();
     bad["send_amount"]["value"] = "abc".into();
     let response = http.post(url("/v1/quotes")).header("x-api-key", key).json(&bad).send().await?;
-    ensure!(response.status() == 400, "bad amount: {}", response.status());
+    // Well-formed JSON with a refused value: 422 naming the field.
+    ensure!(response.status() == 422, "bad amount: {}", response.status());
     let error: serde_json::Value = response.json().await?;
     ensure!(error["error"]["field"] == "send_amount", "error {error}");
     ensure!(error["error"]["code"] == "INVALID_ARGUMENT", "error {error}");
@@ -299,13 +301,19 @@ async fn rest_surface(net: &Network) -> anyhow::Result<()> {
     }
     // The operator view needs the node's operator token: none, or a wallet
     // key in its place, is 401; the token reads the (masked) record.
-    let ops = url(&format!("/ops/remittances/{uetr}"));
+    let ops = format!("{}/ops/remittances/{uetr}", node.ops_url);
     let anonymous = http.get(&ops).send().await?;
     ensure!(anonymous.status() == 401, "operator view without a token: {}", anonymous.status());
     let with_wallet_key = http.get(&ops).bearer_auth(key).send().await?;
     ensure!(with_wallet_key.status() == 401, "operator view with a wallet key: {}", with_wallet_key.status());
     let view: serde_json::Value = net.operator_view(0, uetr).await?.error_for_status()?.json().await?;
     ensure!(view["uetr"] == uetr && view["status"] == "completed", "operator view {view}");
+    // The operator view is not served on the wallet port, whatever the token.
+    let on_wallet_port =
+        http.get(url(&format!("/ops/remittances/{uetr}"))).bearer_auth(net.operator_token(0)?).send().await?;
+    ensure!(on_wallet_port.status() == 404, "operator view on the wallet port: {}", on_wallet_port.status());
+    let wallet_on_ops = http.get(format!("{}/v1/remittances/{uetr}", node.ops_url)).bearer_auth(key).send().await?;
+    ensure!(wallet_on_ops.status() == 404, "wallet route on the operator port: {}", wallet_on_ops.status());
     let document: serde_json::Value = http.get(url("/openapi.json")).send().await?.error_for_status()?.json().await?;
     ensure!(document["paths"]["/v1/remittances"]["post"]["operationId"] == "createRemittance", "openapi");
     let missing = http.get(url("/v1/remittances/not-a-uetr")).bearer_auth(key).send().await?;

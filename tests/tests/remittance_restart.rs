@@ -293,7 +293,7 @@ async fn wait_gateway_ready(net: &Network, i: usize) -> anyhow::Result<WalletCli
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
-        let last = match http.get(format!("{}/readyz", node.api_url)).send().await {
+        let last = match http.get(format!("{}/readyz", node.ops_url)).send().await {
             Ok(response) if response.status().is_success() => match wallet_client(&node.api_url, key).await {
                 Ok(client) => return Ok(client),
                 Err(error) => format!("{error:#}"),
@@ -503,7 +503,7 @@ async fn check_destinations(
             if node == origin {
                 continue;
             }
-            let url = format!("{}/ops/remittances/{uetr}", net.node(node).api_url);
+            let url = format!("{}/ops/remittances/{uetr}", net.node(node).ops_url);
             let response = http.get(&url).bearer_auth(net.operator_token(node)?).send().await?;
             if node != destination {
                 ensure!(

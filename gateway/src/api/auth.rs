@@ -193,17 +193,25 @@ impl Authenticator {
         authorization: Option<&str>,
         x_api_key: Option<&str>,
     ) -> Result<(ClientId, RateLimit), RequestError> {
-        let key = authorization
-            .and_then(bearer)
-            .or_else(|| x_api_key.map(str::trim).filter(|k| !k.is_empty()))
-            .ok_or_else(|| {
-                RequestError::new(
-                    ErrorKind::Unauthenticated,
-                    None,
-                    None,
-                    "missing API key: send `authorization: Bearer <key>` or `x-api-key: <key>`",
-                )
-            })?;
+        let refuse = |message: &str| RequestError::new(ErrorKind::Unauthenticated, None, None, message);
+        // Every credential presented must hold: a bad one beside a good one
+        // is refused, not skipped.
+        let bearer_key = match authorization {
+            None => None,
+            Some(value) => Some(bearer(value).ok_or_else(|| refuse("authorization: expected `Bearer <key>`"))?),
+        };
+        let header_key = match x_api_key.map(str::trim) {
+            None => None,
+            Some("") => return Err(refuse("x-api-key: empty")),
+            Some(key) => Some(key),
+        };
+        let key = match (bearer_key, header_key) {
+            (Some(a), Some(b)) if a != b => return Err(refuse("authorization and x-api-key carry different keys")),
+            (Some(key), _) | (None, Some(key)) => key,
+            (None, None) => {
+                return Err(refuse("missing API key: send `authorization: Bearer <key>` or `x-api-key: <key>`"))
+            }
+        };
         let hash = key_digest(key);
         let client = self
             .by_hash
@@ -263,6 +271,24 @@ mod tests {
         assert_eq!(too_big.kind, ErrorKind::ResourceExhausted);
         assert!(too_big.message.contains("burst of 10"), "{}", too_big.message);
         limit.charge(0).expect("nothing to pay");
+    }
+
+    #[test]
+    fn a_bad_credential_beside_a_good_one_is_refused() {
+        let key = generate_key();
+        let auth = Authenticator::new(&[config(&key, 100)]).expect("valid");
+        let bearer = format!("Bearer {key}");
+        for (authorization, x_api_key) in [
+            (Some("Basic dXNlcjpwYXNz"), Some(key.as_str())),
+            (Some("Bearer rk_other"), Some(key.as_str())),
+            (Some(bearer.as_str()), Some("rk_other")),
+            (Some(bearer.as_str()), Some("  ")),
+            (Some("Bearer "), None),
+        ] {
+            let error = auth.authenticate(authorization, x_api_key).expect_err("refused");
+            assert_eq!(error.kind, ErrorKind::Unauthenticated, "{authorization:?} {x_api_key:?}");
+        }
+        assert_eq!(auth.authenticate(Some(&bearer), Some(&key)).expect("the same key twice").0, "wallet-a");
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The wallet API of a gateway: `remit.v1.Remittances` over gRPC and the
-//! same operations as REST/JSON, on one port (HTTP/1.1 and HTTP/2), with
-//! the OpenAPI document at `/openapi.json`.
+//! same operations as REST/JSON, on one port of its own (`[api] listen`;
+//! HTTP/1.1 and HTTP/2, TLS with `tls_cert` and `tls_key`), with the OpenAPI
+//! document at `/openapi.json`. Operator routes (`/ops/*`, health, metrics,
+//! governance) are never served here: they live on the `[http]` listener.
 
 pub mod auth;
 pub mod convert;
 pub mod grpc;
+pub mod listener;
 pub mod openapi;
 pub mod rest;
 
@@ -70,30 +73,46 @@ pub async fn submit_all(
 }
 
 /// The whole API as one router: gRPC (content-type application/grpc), REST
-/// and `/openapi.json`.
+/// and `/openapi.json`. Anything else answers 404 (gRPC: UNIMPLEMENTED), and
+/// every REST error is the documented JSON body.
 pub fn router(engine: Engine, auth: Authenticator) -> axum::Router {
-    let grpc = tonic::service::Routes::new(grpc::server(engine.clone(), auth.clone())).into_axum_router();
+    use tonic::server::NamedService as _;
+    // The gRPC service by path (as tonic's own `Routes` mounts it), without
+    // tonic's catch-all fallback: a REST path must not answer gRPC.
+    let grpc = axum::Router::new().route_service(
+        &format!("/{}/{{*method}}", pb::remittances_server::RemittancesServer::<grpc::RemittancesService>::NAME),
+        grpc::server(engine.clone(), auth.clone()),
+    );
     rest::router(engine, auth)
         .route("/openapi.json", axum::routing::get(|| async { axum::Json(openapi::document()) }))
         .merge(grpc)
+        .fallback(rest::not_found)
+        .layer(axum::middleware::from_fn(rest::json_errors))
 }
 
-/// Binds and serves the API until the task is dropped.
-pub async fn serve(
+/// Binds `listen` and serves `app` until the task is dropped: over TLS with
+/// `tls` (ALPN h2 and http/1.1), else plaintext (HTTP/1.1 and h2c).
+pub async fn serve_router(
     listen: SocketAddr,
-    engine: Engine,
-    auth: Authenticator,
+    app: axum::Router,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    serve_router(listen, router(engine, auth)).await
-}
-
-/// Binds and serves `app` (the API, possibly with more routes) until the task is dropped.
-pub async fn serve_router(listen: SocketAddr, app: axum::Router) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    info!(%listen, "wallet API listening (gRPC and REST)");
-    Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "wallet API server stopped");
+    info!(%listen, tls = tls.is_some(), "wallet API listening (gRPC and REST)");
+    let task = match tls {
+        Some(config) => {
+            let listener = listener::TlsListener::new(listener, config)?;
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).await {
+                    tracing::error!(%error, "wallet API server stopped");
+                }
+            })
         }
-    }))
+        None => tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "wallet API server stopped");
+            }
+        }),
+    };
+    Ok(task)
 }

@@ -284,21 +284,20 @@ impl Node {
             intake: intake.clone(),
             chain: chain.clone(),
         };
-        // The wallet API on its own listener, or beside health and metrics.
-        let mut wallet_api = None;
+        // The wallet API on a listener of its own: operator routes (health,
+        // metrics, governance, `/ops/*`) are served on `[http]` only, so a
+        // wallet port exposed to the internet offers none of them.
         if let Some(api) = &config.api {
             let auth = Authenticator::new(&api.clients).map_err(setup)?;
-            match api.listen {
-                Some(listen) => {
-                    let router =
-                        crate::api::router(engine.clone(), auth).merge(http::governance_router(governance.clone()));
-                    let handle = crate::api::serve_router(listen, router)
-                        .await
-                        .map_err(|e| NodeError::Server(format!("config key `api.listen` ({listen}): {e}")))?;
-                    servers.push(handle);
-                }
-                None => wallet_api = Some(crate::api::router(engine.clone(), auth)),
-            }
+            let listen = api.listen.ok_or_else(|| setup("config key `api.listen`: required with [api]"))?;
+            let tls = match (&api.tls_cert, &api.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::api::listener::server_config(cert, key).map_err(setup)?),
+                _ => None,
+            };
+            let handle = crate::api::serve_router(listen, crate::api::router(engine.clone(), auth), tls)
+                .await
+                .map_err(|e| NodeError::Server(format!("config key `api.listen` ({listen}): {e}")))?;
+            servers.push(handle);
         }
 
         let service = PeerServer::new(PeerService {
@@ -343,7 +342,7 @@ impl Node {
         let http_listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|e| NodeError::Server(format!("config key `http.listen` ({}): {e}", config.http.listen)))?;
-        let mut app = http::router(http::HttpState {
+        let app = http::router(http::HttpState {
             role: parts.clone(),
             chain: chain.clone(),
             metrics,
@@ -351,9 +350,6 @@ impl Node {
             operators: http::Operators::new(&config.http.operators).map_err(setup)?,
         })
         .merge(http::governance_router(governance));
-        if let Some(wallet_api) = wallet_api {
-            app = app.merge(wallet_api);
-        }
         servers.push(tokio::spawn(async move {
             if let Err(error) = axum::serve(http_listener, app).await {
                 tracing::error!(%error, "http server stopped");
@@ -365,6 +361,7 @@ impl Node {
             participant = %participant,
             peer = %config.peer.listen,
             http = %config.http.listen,
+            api = ?config.api.as_ref().and_then(|api| api.listen),
             tls = config.tls.enabled,
             height = lock(&chain).tip().map(|(h, _)| h.0),
             "node started"

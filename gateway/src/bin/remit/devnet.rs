@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use remit_gateway::devnet::{
-    governance_key_files, prepare_with_keys, DevnetFile, DevnetNode, DevnetOptions, DEFAULT_BASE_PORT, DEVNET_FILE,
-    HTTP_PORT_OFFSET, KEYS_SUBDIR,
+    governance_key_files, prepare_with_keys, DevnetFile, DevnetNode, DevnetOptions, API_PORT_OFFSET, DEFAULT_BASE_PORT,
+    DEVNET_FILE, KEYS_SUBDIR,
 };
 use remit_settlement::network::{Keyring, NETWORK_FILE};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
@@ -58,7 +58,8 @@ pub struct DevnetArgs {
     /// Mutual TLS between the nodes (and for load clients).
     #[arg(long)]
     tls: bool,
-    /// First peer port: node i listens on P+i (peer gRPC) and P+1000+i (HTTP).
+    /// First peer port: node i listens on P+i (peer gRPC), P+1000+i (operator
+    /// HTTP: health, metrics, governance, /ops) and P+2000+i (wallet API).
     #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
     base_port: u16,
     /// Once ready, submit this many transfers per second until stopped; node
@@ -96,10 +97,10 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
         bail!("--remittance-rate must be a positive number of remittances per second");
     }
     let nodes = u32::try_from(args.validators.saturating_add(args.gateways)).unwrap_or(u32::MAX);
-    let highest_port = u32::from(args.base_port).saturating_add(u32::from(HTTP_PORT_OFFSET)).saturating_add(nodes);
+    let highest_port = u32::from(args.base_port).saturating_add(u32::from(API_PORT_OFFSET)).saturating_add(nodes);
     if args.base_port == 0 || highest_port > u32::from(u16::MAX) {
         bail!(
-            "--base-port {} leaves no room for {} validators and {} gateways (HTTP ports are +{HTTP_PORT_OFFSET})",
+            "--base-port {} leaves no room for {} validators and {} gateways (wallet API ports are +{API_PORT_OFFSET})",
             args.base_port,
             args.validators,
             args.gateways
@@ -184,8 +185,9 @@ fn remitd_path() -> anyhow::Result<PathBuf> {
 /// Refuses to start when a port is taken, most likely by a devnet still running.
 fn check_ports_free(nodes: &[DevnetNode]) -> anyhow::Result<()> {
     for node in nodes {
-        let http = node.api_url.trim_start_matches("http://");
-        for (what, address) in [("peer", node.peer_addr.as_str()), ("HTTP", http)] {
+        let http = node.ops_url.trim_start_matches("http://");
+        let api = node.api_url.trim_start_matches("http://");
+        for (what, address) in [("peer", node.peer_addr.as_str()), ("operator HTTP", http), ("wallet API", api)] {
             if let Err(error) = std::net::TcpListener::bind(address) {
                 bail!(
                     "{what} address {address} of {} is not free ({error}); is another devnet running? \
@@ -458,7 +460,7 @@ async fn wait_ready(nodes: Vec<DevnetNode>, events: mpsc::UnboundedSender<Event>
     let mut leader = vec![None; nodes.len()];
     loop {
         for (node, leader) in nodes.iter().zip(leader.iter_mut()).filter(|(_, l)| l.is_none()) {
-            if let Ok((200, body)) = http_get(&node.api_url, "/readyz").await {
+            if let Ok((200, body)) = http_get(&node.ops_url, "/readyz").await {
                 *leader = Some(parse_leader(&body));
             }
         }
@@ -493,7 +495,7 @@ fn parse_leader(body: &str) -> Option<u64> {
 
 /// A minimal HTTP/1.1 GET for the node's own health endpoints: status and body.
 async fn http_get(base_url: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let host = base_url.strip_prefix("http://").context("api_url must start with http://")?.trim_end_matches('/');
+    let host = base_url.strip_prefix("http://").context("ops_url must start with http://")?.trim_end_matches('/');
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(host).await?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");

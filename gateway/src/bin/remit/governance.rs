@@ -121,7 +121,7 @@ pub struct SignArgs {
 pub struct SubmitArgs {
     /// The proposal file.
     file: PathBuf,
-    /// A node's API URL (its `api_url` in devnet.json).
+    /// A node's operator listener (its `ops_url` in devnet.json).
     #[arg(long)]
     node: String,
     /// Give up waiting for the node after this many seconds.
