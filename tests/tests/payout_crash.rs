@@ -182,7 +182,7 @@ async fn wait_node_ready(net: &Network, i: usize) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
-        let last = match http.get(format!("{}/readyz", node.api_url)).send().await {
+        let last = match http.get(format!("{}/readyz", node.ops_url)).send().await {
             Ok(response) if response.status().is_success() => return Ok(()),
             Ok(response) => format!("/readyz: {}", response.status()),
             Err(error) => format!("/readyz: {error}"),
