@@ -638,8 +638,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     loop {
         let involved = {
             let answers = answers.lock().expect("answers lock is never poisoned");
-            plan.iter()
-                .any(|p| (p.destination == victim || p.origin == victim) && answers.acked.contains_key(&p.key))
+            plan.iter().any(|p| (p.destination == victim || p.origin == victim) && answers.acked.contains_key(&p.key))
         };
         if involved {
             break;
