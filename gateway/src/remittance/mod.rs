@@ -45,14 +45,23 @@
 //! exactly, in minor units, for every quote.
 
 pub mod corridor;
+mod destination;
 pub mod engine;
+pub mod errors;
 pub mod fx;
 pub mod journal;
+mod messages;
+mod origin;
 pub mod party;
 pub mod quote;
 pub mod recent;
 pub mod record;
 pub mod reports;
+mod scanner;
+pub(crate) mod state;
+#[cfg(test)]
+mod testkit;
+pub mod validate;
 
 use iso_currency::Currency;
 use remit_settlement::MoneyError;
