@@ -50,6 +50,7 @@ pub mod engine;
 pub mod errors;
 pub mod fx;
 pub mod journal;
+pub mod lifecycle;
 mod messages;
 mod origin;
 pub mod party;
