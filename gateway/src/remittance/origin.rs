@@ -28,7 +28,7 @@ use super::quote::{self, Quote, QuoteId, QuoteRequest};
 use super::record::{commitment, LedgerPosition, PaymentMessage, Remittance, Role, Status, StatusChange};
 use super::state::payout_pending;
 use super::validate::{fingerprint, screened, validate_input, CreateInput};
-use crate::node::proposer::reason_name;
+use crate::reject::reason_name;
 
 enum Prepared {
     /// A new remittance and its payment message bytes (as committed to).
