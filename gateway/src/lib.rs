@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 mod outbound;
 pub mod payout;
+pub mod reject;
 pub mod remittance;
 pub mod tls;
 pub mod webhook;

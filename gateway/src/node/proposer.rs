@@ -25,7 +25,7 @@ use remit_settlement::block::{EntryResult, TransferOutcome};
 use remit_settlement::codec::Reader;
 use remit_settlement::constants::{BLOCK_ENTRIES_MAX, BLOCK_TRANSFERS_MAX};
 use remit_settlement::replica::{Proposal, Raft};
-use remit_settlement::{Entry, PayoutReportBatch, RejectReason, TransferBatch};
+use remit_settlement::{Entry, PayoutReportBatch, TransferBatch};
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tonic::Status;
 use tracing::{debug, info_span, warn, Instrument};
@@ -111,10 +111,7 @@ pub fn reply_for(height: u64, block_hash: &[u8], result: &EntryResult) -> Submit
     reply
 }
 
-/// The snake_case name of a reason, as in JSON exports.
-pub fn reason_name(reason: RejectReason) -> String {
-    serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
+pub use crate::reject::reason_name;
 
 impl Proposer {
     /// A proposer for validator `me`; `certified` tells it when its blocks are certified.

@@ -45,15 +45,25 @@
 //! exactly, in minor units, for every quote.
 
 pub mod corridor;
+mod destination;
 pub mod engine;
+pub mod errors;
 pub mod fx;
 pub mod journal;
+pub mod lifecycle;
+mod messages;
+mod origin;
 pub mod party;
 pub mod payouts;
 pub mod quote;
 pub mod recent;
 pub mod record;
 pub mod reports;
+mod scanner;
+pub(crate) mod state;
+#[cfg(test)]
+mod testkit;
+pub mod validate;
 
 use iso_currency::Currency;
 use remit_settlement::MoneyError;

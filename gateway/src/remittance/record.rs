@@ -98,8 +98,8 @@ impl Status {
         matches!(self, Status::Rejected | Status::Completed | Status::Returned | Status::Expired | Status::Cancelled)
     }
 
-    /// Position in the normal life cycle; a status never moves to a lower
-    /// rank (late or repeated events are ignored).
+    /// Position in the normal life cycle, for ordering (which status may
+    /// follow which is [`super::lifecycle::may_follow`]).
     pub fn rank(self) -> u8 {
         match self {
             Status::Received => 0,
@@ -263,10 +263,11 @@ impl Remittance {
         self.history.last().expect("a remittance always has at least its first status")
     }
 
-    /// Applies a status change unless it would move backwards or leave a
-    /// terminal state; returns whether it applied.
+    /// Applies a status change if the life cycle allows it after the
+    /// current status ([`super::lifecycle::may_follow`]); returns whether it
+    /// applied. A late, repeated or contradictory change is ignored.
     pub fn advance(&mut self, change: StatusChange) -> bool {
-        if self.status.is_terminal() || change.status.rank() < self.status.rank() || change.status == self.status {
+        if !super::lifecycle::may_follow(self.status, change.status) {
             return false;
         }
         self.status = change.status;
