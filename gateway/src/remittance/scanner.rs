@@ -44,7 +44,7 @@ pub(super) fn scan_block(block: &Block, me: &ParticipantId, state: &State, now: 
     let mut waiting = Vec::new();
     let mut accepted_incoming = Vec::new();
     // Grouped by kind so that the journal stores one event per kind.
-    let (mut finals, mut pending) = (Vec::new(), Vec::new());
+    let (mut committed, mut finals, mut pending) = (Vec::new(), Vec::new(), Vec::new());
     for (entry, result) in block.entries.iter().zip(&block.results) {
         let EntryResult::Batch { outcomes } = result else { continue };
         match entry {
@@ -55,6 +55,11 @@ pub(super) fn scan_block(block: &Block, me: &ParticipantId, state: &State, now: 
                     }
                     if &transfer.origin == me {
                         if let Some(record) = state.remittances.get(&transfer.uetr) {
+                            // Certified before the submit reply came back:
+                            // committed too, so a watcher hears every step.
+                            if matches!(record.status, Status::Received | Status::Submitted) {
+                                committed.push(transfer.uetr);
+                            }
                             finals.push(transfer.uetr);
                             if record.message_delivered {
                                 pending.push(transfer.uetr);
@@ -84,6 +89,10 @@ pub(super) fn scan_block(block: &Block, me: &ParticipantId, state: &State, now: 
             }
         }
     }
+    if !committed.is_empty() {
+        let change = StatusChange::new(Status::Committed, now, None, "");
+        events.push(JournalEvent::Statuses { uetrs: committed, change, ledger: Some(position) });
+    }
     if !finals.is_empty() {
         let change = StatusChange::new(Status::Final, now, None, "");
         events.push(JournalEvent::Statuses { uetrs: finals, change, ledger: Some(position) });
@@ -98,4 +107,89 @@ pub(super) fn scan_block(block: &Block, me: &ParticipantId, state: &State, now: 
         events.push(accepted_event(record));
     }
     BlockScan { events, waiting, accepted: accepted_incoming, payable }
+}
+
+#[cfg(test)]
+mod tests {
+    use remit_settlement::chain::Chain;
+    use remit_settlement::network::{generate_network, write_network, Keyring, NetworkShape};
+    use remit_settlement::store::SledLedgerStore;
+    use remit_settlement::SignatureCheck;
+    use remit_simulations::traffic::{TrafficConfig, TrafficGenerator};
+
+    use super::*;
+    use crate::remittance::testkit::origin_record;
+
+    const GENESIS_MS: u64 = 1_800_000_000_000;
+
+    /// One certified block of generated traffic above genesis.
+    fn traffic_block(dir: &std::path::Path) -> Block {
+        let generated = generate_network(NetworkShape::validators(4), GENESIS_MS).expect("network");
+        write_network(&generated, &dir.join("keys")).expect("keys written");
+        let keyring = Keyring::load(&dir.join("keys")).expect("keyring");
+        let store = SledLedgerStore::open(&dir.join("ledger")).expect("store");
+        let mut chain = Chain::open(store, Some(&keyring.network)).expect("chain");
+        let certify = |block: &Block| keyring.certify(&block.header).ok();
+        chain.append(keyring.network.genesis_proposal(), SignatureCheck::Verify, certify).expect("genesis");
+        let mut traffic = TrafficGenerator::new(
+            &keyring.network,
+            &keyring.identities,
+            TrafficConfig { seed: 11, ..Default::default() },
+        );
+        let at_ms = GENESIS_MS + 1_000;
+        let proposal = chain.next_proposal(at_ms, traffic.entries(64, at_ms));
+        chain.append(proposal, SignatureCheck::Verify, certify).expect("appended").0
+    }
+
+    /// A transfer certified before its submit reply came back still shows
+    /// `committed` before `final`; one already committed is not moved twice.
+    #[test]
+    fn a_certified_origin_transfer_is_committed_then_final() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let block = traffic_block(dir.path());
+        let accepted: Vec<(Uetr, ParticipantId)> = block
+            .entries
+            .iter()
+            .zip(&block.results)
+            .filter_map(|(entry, result)| match (entry, result) {
+                (Entry::TransferBatch { batch }, EntryResult::Batch { outcomes }) => Some(
+                    batch
+                        .transfers
+                        .iter()
+                        .zip(outcomes)
+                        .filter(|(_, o)| **o == TransferOutcome::Accepted)
+                        .map(|(t, _)| (t.uetr, t.origin.clone()))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let me = accepted.first().expect("traffic was accepted").1.clone();
+        let mine: Vec<Uetr> = accepted.iter().filter(|(_, o)| *o == me).map(|(u, _)| *u).collect();
+        assert!(mine.len() >= 3, "need three transfers of one origin, got {}", mine.len());
+        let mut state = State::default();
+        for (uetr, status) in mine.iter().zip([Status::Received, Status::Submitted, Status::Committed]) {
+            let mut record = origin_record(*uetr);
+            if status != Status::Received {
+                record.advance(StatusChange::new(Status::Submitted, 1, None, ""));
+            }
+            if status == Status::Committed {
+                record.advance(StatusChange::new(Status::Committed, 2, None, ""));
+            }
+            state.remittances.insert(*uetr, Box::new(record));
+        }
+        let scan = scan_block(&block, &me, &state, 5_000);
+        let mut changed = Vec::new();
+        for event in scan.events {
+            state.apply_into(event, &mut changed);
+        }
+        let statuses = |uetr: &Uetr| state.remittances[uetr].history.iter().map(|c| c.status).collect::<Vec<_>>();
+        use Status::*;
+        assert_eq!(statuses(&mine[0]), [Received, Committed, Final]);
+        assert_eq!(statuses(&mine[1]), [Received, Submitted, Committed, Final]);
+        assert_eq!(statuses(&mine[2]), [Received, Submitted, Committed, Final]);
+        let position = LedgerPosition { height: block.height(), block_hash: block.hash() };
+        assert!(mine[..3].iter().all(|u| state.remittances[u].ledger == Some(position)));
+    }
 }
