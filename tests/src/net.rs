@@ -375,6 +375,13 @@ impl Network {
         &self.nodes[i].devnet
     }
 
+    /// The genesis participant node `i` runs.
+    pub fn participant(&self, i: usize) -> anyhow::Result<&remit_settlement::participant::Participant> {
+        let name = &self.node(i).name;
+        let id = remit_settlement::ParticipantId::new(name.as_str()).with_context(|| format!("node {i} ({name})"))?;
+        self.network.participant(&id).with_context(|| format!("node {i} ({name}) is not a participant"))
+    }
+
     /// The harness's gRPC client to node `i`.
     pub fn client(&self, i: usize) -> Client {
         self.clients[i].clone()

@@ -93,13 +93,7 @@ struct Gateway {
 }
 
 fn gateway(net: &Network, i: usize) -> anyhow::Result<Gateway> {
-    let name = &net.node(i).name;
-    let participant = net
-        .network
-        .participants
-        .iter()
-        .find(|p| p.id.as_str() == name)
-        .with_context(|| format!("node {i} ({name}) is not a participant"))?;
+    let participant = net.participant(i)?;
     Ok(Gateway { country: participant.country.to_string(), currency: local_currency(participant).code().to_owned() })
 }
 

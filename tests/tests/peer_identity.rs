@@ -33,8 +33,8 @@ use remit_gateway::tls::{NodeTls, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 use remit_proto::v1 as pb;
 use remit_settlement::network::{load_identity_key, IDENTITY_KEY_FILE};
 use remit_settlement::ParticipantId;
-use remit_tests::net::{stop_and_verify, Acknowledged, Network, NetworkOptions, WalletClient};
-use tokio_stream::StreamExt;
+use remit_tests::net::{stop_and_verify, Acknowledged, Network, NetworkOptions};
+use remit_tests::wallet::watch_to_end;
 use tonic::Code;
 
 /// gw-us: the origin, never pushes.
@@ -45,28 +45,6 @@ const DESTINATION: usize = 1;
 const OTHER: usize = 2;
 /// Longest a remittance may take to complete.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn watch_to_end(wallet: &mut WalletClient, uetr: &str) -> anyhow::Result<pb::Remittance> {
-    let mut stream = wallet.watch_remittance(pb::WatchRemittanceRequest { uetr: uetr.into() }).await?.into_inner();
-    let deadline = tokio::time::sleep(COMPLETE_TIMEOUT);
-    tokio::pin!(deadline);
-    let mut last = None;
-    loop {
-        tokio::select! {
-            item = stream.next() => match item {
-                Some(update) => {
-                    let update = update?;
-                    if matches!(update.status.as_str(), "completed" | "returned" | "rejected" | "expired" | "cancelled") {
-                        return Ok(update);
-                    }
-                    last = Some(update.status);
-                }
-                None => bail!("watch of {uetr} ended at {last:?}"),
-            },
-            () = &mut deadline => bail!("{uetr} not terminal within {COMPLETE_TIMEOUT:?}: {last:?}"),
-        }
-    }
-}
 
 fn remittance_request(key: &str, from: (&str, &str), to: (&str, &str), amount: &str) -> pb::CreateRemittanceRequest {
     pb::CreateRemittanceRequest {
@@ -90,7 +68,7 @@ async fn complete(
     let mut wallet = net.wallet(node).await?;
     let created = wallet.create_remittance(request).await?.into_inner();
     acks.accepted.insert(created.uetr.parse()?);
-    let done = watch_to_end(&mut wallet, &created.uetr).await?;
+    let done = watch_to_end(&mut wallet, &created.uetr, COMPLETE_TIMEOUT).await?;
     ensure!(done.status == "completed", "{} ended {} ({})", done.uetr, done.status, done.reason);
     Ok((created.uetr.parse()?, done.history.iter().map(|c| c.status.clone()).collect()))
 }

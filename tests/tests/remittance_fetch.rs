@@ -17,10 +17,10 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use remit_proto::v1 as pb;
-use remit_tests::net::{stop_and_verify, Acknowledged, Network, NetworkOptions, WalletClient};
-use tokio_stream::StreamExt;
+use remit_tests::net::{stop_and_verify, Acknowledged, Network, NetworkOptions};
+use remit_tests::wallet::watch_to_end;
 
 /// Node that never pushes messages (gw-us).
 const SILENT_ORIGIN: usize = 0;
@@ -28,28 +28,6 @@ const SILENT_ORIGIN: usize = 0;
 const REMITTANCES: usize = 6;
 /// Longest a remittance may take to complete.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn watch_to_end(wallet: &mut WalletClient, uetr: &str) -> anyhow::Result<pb::Remittance> {
-    let mut stream = wallet.watch_remittance(pb::WatchRemittanceRequest { uetr: uetr.into() }).await?.into_inner();
-    let deadline = tokio::time::sleep(COMPLETE_TIMEOUT);
-    tokio::pin!(deadline);
-    let mut last = None;
-    loop {
-        tokio::select! {
-            item = stream.next() => match item {
-                Some(update) => {
-                    let update = update?;
-                    if matches!(update.status.as_str(), "completed" | "returned" | "rejected" | "expired" | "cancelled") {
-                        return Ok(update);
-                    }
-                    last = Some(update.status);
-                }
-                None => bail!("watch of {uetr} ended at {last:?}"),
-            },
-            () = &mut deadline => bail!("{uetr} not terminal within {COMPLETE_TIMEOUT:?}: {last:?}"),
-        }
-    }
-}
 
 /// The destination's operator view once it shows `completed`.
 async fn completed_at_destination(net: &Network, node: usize, uetr: &str) -> anyhow::Result<serde_json::Value> {
@@ -101,7 +79,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
         created.push((node, remittance));
     }
     for (node, remittance) in &created {
-        let done = watch_to_end(&mut silent, &remittance.uetr).await?;
+        let done = watch_to_end(&mut silent, &remittance.uetr, COMPLETE_TIMEOUT).await?;
         ensure!(done.status == "completed", "{} ended {} ({})", done.uetr, done.status, done.reason);
         ensure!(
             history(&done) == ["received", "submitted", "committed", "final", "completed"],
@@ -120,7 +98,7 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     let quote = pb::CreateQuoteRequest::sending("PH", "PHP", "US", "USD", "5000.00");
     let back = pushing.create_remittance(request("push-back", quote, "PH", "US")).await?.into_inner();
     acks.accepted.insert(back.uetr.parse()?);
-    let done = watch_to_end(&mut pushing, &back.uetr).await?;
+    let done = watch_to_end(&mut pushing, &back.uetr, COMPLETE_TIMEOUT).await?;
     ensure!(
         history(&done) == ["received", "submitted", "committed", "final", "payout_pending", "completed"],
         "pushed history {:?}",

@@ -122,15 +122,9 @@ struct Answers {
 fn gateways(net: &Network) -> anyhow::Result<Vec<Gateway>> {
     (0..net.len())
         .map(|i| {
-            let name = &net.node(i).name;
-            let participant = net
-                .network
-                .participants
-                .iter()
-                .find(|p| p.id.as_str() == name)
-                .with_context(|| format!("node {i} ({name}) is not a participant"))?;
+            let participant = net.participant(i)?;
             Ok(Gateway {
-                id: name.clone(),
+                id: net.node(i).name.clone(),
                 country: participant.country.to_string(),
                 currency: local_currency(participant).code().to_owned(),
             })
