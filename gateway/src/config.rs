@@ -300,12 +300,43 @@ pub struct RemittanceSection {
     /// How long a quote stays firm (at most 600000).
     #[serde(default = "default_quote_ttl_ms")]
     pub quote_ttl_ms: u64,
+    /// The gateway journal's active segment is sealed past this many bytes
+    /// and sealed segments are folded into a snapshot (at least 1024).
+    #[serde(default = "default_journal_checkpoint_bytes")]
+    pub journal_checkpoint_bytes: u64,
+    /// Seconds a terminal remittance stays in memory before it moves to the
+    /// archive (still readable by UETR).
+    #[serde(default = "default_terminal_retention_s")]
+    pub terminal_retention_s: u64,
+    /// Seconds a payment message for a transfer never certified is kept
+    /// (at least 1).
+    #[serde(default = "default_inbox_ttl_s")]
+    pub inbox_ttl_s: u64,
 }
 
 impl Default for RemittanceSection {
     fn default() -> Self {
-        Self { corridors_file: None, rates_file: None, quote_ttl_ms: default_quote_ttl_ms() }
+        Self {
+            corridors_file: None,
+            rates_file: None,
+            quote_ttl_ms: default_quote_ttl_ms(),
+            journal_checkpoint_bytes: default_journal_checkpoint_bytes(),
+            terminal_retention_s: default_terminal_retention_s(),
+            inbox_ttl_s: default_inbox_ttl_s(),
+        }
     }
+}
+
+fn default_journal_checkpoint_bytes() -> u64 {
+    crate::remittance::journal::JOURNAL_CHECKPOINT_BYTES_DEFAULT
+}
+
+fn default_terminal_retention_s() -> u64 {
+    300
+}
+
+fn default_inbox_ttl_s() -> u64 {
+    86_400
 }
 
 fn default_quote_ttl_ms() -> u64 {
@@ -428,6 +459,20 @@ impl NodeConfig {
                 "remittance.quote_ttl_ms",
                 format!("must be 1 to {}", crate::remittance::QUOTE_TTL_MS_MAX),
             ));
+        }
+        if self.remittance.journal_checkpoint_bytes < crate::remittance::journal::JOURNAL_CHECKPOINT_BYTES_MIN {
+            return Err(key_error(
+                "remittance.journal_checkpoint_bytes",
+                format!("must be at least {}", crate::remittance::journal::JOURNAL_CHECKPOINT_BYTES_MIN),
+            ));
+        }
+        // Kept below u64::MAX / 1000 so that the milliseconds fit.
+        const SECONDS_MAX: u64 = 100 * 365 * 86_400;
+        if self.remittance.terminal_retention_s > SECONDS_MAX {
+            return Err(key_error("remittance.terminal_retention_s", format!("must be at most {SECONDS_MAX}")));
+        }
+        if self.remittance.inbox_ttl_s == 0 || self.remittance.inbox_ttl_s > SECONDS_MAX {
+            return Err(key_error("remittance.inbox_ttl_s", format!("must be 1 to {SECONDS_MAX}")));
         }
         if let Some(api) = &self.api {
             api.validate(self.http.listen, self.peer.listen)?;

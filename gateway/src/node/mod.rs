@@ -41,7 +41,8 @@ use crate::api::auth::Authenticator;
 use crate::config::NodeConfig;
 use crate::constants::{GRPC_MESSAGE_BYTES_MAX, RAFT_APPEND_ENTRIES_MAX};
 use crate::metrics::Metrics;
-use crate::remittance::engine::{Engine, EngineConfig, LedgerAccess};
+use crate::remittance::engine::{Engine, EngineConfig, LedgerAccess, StoreOptions};
+use crate::remittance::journal::JournalOptions;
 use crate::remittance::recent::RecentBlocks;
 use crate::remittance::{Corridors, FileRateSource, RateSource, RateTable, StaticRates};
 use crate::tls::NodeTls;
@@ -540,6 +541,11 @@ fn start_engine(
         rates,
         quote_ttl_ms: section.quote_ttl_ms,
         push_messages: !config.testing.skip_message_push,
+        store: StoreOptions {
+            journal: JournalOptions { checkpoint_bytes: section.journal_checkpoint_bytes, checkpoints: true },
+            terminal_retention_ms: section.terminal_retention_s * 1_000,
+            inbox_ttl_ms: section.inbox_ttl_s * 1_000,
+        },
     };
     let payout = crate::payout::build_adapter(&config.payout, &config.node.data_dir).map_err(setup)?;
     let mut endpoints = HashMap::new();

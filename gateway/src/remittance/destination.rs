@@ -234,7 +234,7 @@ impl Engine {
                     if let Ok(reply) = peers.fetch_payment_messages(&origin, request).instrument(span).await {
                         unknown.extend(reply.unknown.iter().filter_map(|bytes| uetr_from_bytes(bytes)));
                         for envelope in reply.messages {
-                            if let Ok(message) = inbox_message(envelope) {
+                            if let Ok(message) = inbox_message(envelope, now_ms()) {
                                 found.insert(message.uetr, message);
                             }
                         }

@@ -31,9 +31,10 @@ use tonic::Status as GrpcStatus;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::archive::{Archive, ArchiveError, GATEWAY_ARCHIVE_SUBDIR};
 use super::corridor::Corridors;
 use super::fx::RateSource;
-use super::journal::{IncomingTransfer, Journal, JournalError, JournalEvent};
+use super::journal::{IncomingTransfer, Journal, JournalError, JournalEvent, JournalOptions};
 use super::payouts::{payout_step, PayoutQueue, PayoutStep};
 use super::quote::QuoteBook;
 use super::record::{Remittance, Role, Status};
@@ -99,6 +100,27 @@ pub struct EngineConfig {
     /// Push payment messages to destinations (off only in tests, which
     /// then see destinations fetch them).
     pub push_messages: bool,
+    /// How the journal, the archive and the inbox are kept bounded.
+    pub store: StoreOptions,
+}
+
+/// How the engine keeps its store bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Journal segments and checkpoints.
+    pub journal: JournalOptions,
+    /// How long a terminal remittance stays in memory before it moves to
+    /// the archive.
+    pub terminal_retention_ms: u64,
+    /// How long a payment message waits for its transfer to be certified
+    /// before it is dropped.
+    pub inbox_ttl_ms: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { journal: JournalOptions::default(), terminal_retention_ms: 300_000, inbox_ttl_ms: 86_400_000 }
+    }
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -116,6 +138,9 @@ pub enum EngineStartError {
     /// The engine's configuration is unusable.
     #[error("remittance engine: {0}")]
     Config(String),
+    /// The archive could not be opened.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// Where the engine submits to and reads from: the local node.
@@ -150,6 +175,8 @@ pub(super) struct Inner {
     pub(super) ledger: LedgerAccess,
     pub(super) state: Mutex<State>,
     pub(super) journal: Journal,
+    /// Terminal remittances that left memory.
+    pub(super) archive: Archive,
     pub(super) updates: broadcast::Sender<Arc<Remittance>>,
     pub(super) created: Notify,
     pub(super) submit_tx: mpsc::UnboundedSender<Uetr>,
@@ -187,8 +214,12 @@ impl Engine {
         payout: Arc<dyn PayoutAdapter>,
         webhooks: Option<WebhookDispatcher>,
     ) -> Result<Self, EngineStartError> {
-        let (journal, events) = Journal::open(journal_path)?;
-        let mut state = State::default();
+        let (journal, replay) = Journal::open_with(journal_path, config.store.journal)?;
+        let archive_dir = journal_path.parent().unwrap_or(std::path::Path::new(".")).join(GATEWAY_ARCHIVE_SUBDIR);
+        let archive = Archive::open(&archive_dir)?;
+        let mut state = replay.snapshot.unwrap_or_default();
+        let from_snapshot = state.remittances.len();
+        let events = replay.events;
         let replayed = events.len();
         let mut changed = Vec::new();
         for event in events {
@@ -219,6 +250,7 @@ impl Engine {
             ledger,
             state: Mutex::new(state),
             journal,
+            archive,
             updates,
             created: Notify::new(),
             submit_tx,
@@ -229,7 +261,16 @@ impl Engine {
         });
         let engine = Self { inner };
         let resumed = engine.resume();
-        info!(events = replayed, resumed, cursor = engine.state().cursor, "remittance engine started");
+        info!(
+            snapshot = ?replay.snapshot_path,
+            snapshot_records = from_snapshot,
+            events = replayed,
+            segments = replay.segments.len(),
+            resumed,
+            cursor = engine.state().cursor,
+            "remittance engine started"
+        );
+        tokio::spawn(engine.clone().run_sweeper());
         tokio::spawn(engine.clone().run_submitter(submit_rx));
         tokio::spawn(engine.clone().run_follower());
         tokio::spawn(engine.clone().run_payouts(payout_rx));
@@ -295,88 +336,6 @@ impl Engine {
     /// The webhook dispatcher, when webhooks are configured.
     pub fn webhooks(&self) -> Option<&WebhookDispatcher> {
         self.inner.webhooks.as_ref()
-    }
-
-    /// A client's remittance.
-    pub fn get(&self, client: &str, uetr: &str) -> Result<Remittance, RequestError> {
-        let uetr: Uetr =
-            uetr.parse().map_err(|_| RequestError::invalid("uetr", None, "not a UETR (UUID version 4)"))?;
-        let state = self.state();
-        let record = state.remittances.get(&uetr).ok_or_else(|| {
-            RequestError::new(ErrorKind::NotFound, Some("uetr"), None, format!("no remittance {uetr}"))
-        })?;
-        if record.role != Role::Origin || record.client_id != client {
-            return Err(RequestError::new(
-                ErrorKind::PermissionDenied,
-                Some("uetr"),
-                None,
-                format!("remittance {uetr} belongs to another client"),
-            ));
-        }
-        Ok((**record).clone())
-    }
-
-    /// A page of a client's remittances, oldest first.
-    pub fn list(&self, client: &str, filter: &ListFilter) -> Result<(Vec<Remittance>, Option<String>), RequestError> {
-        let after = match &filter.page_token {
-            Some(token) if !token.is_empty() => {
-                let parsed = token
-                    .split_once('_')
-                    .and_then(|(at, uetr)| Some((at.parse::<u64>().ok()?, uetr.parse::<Uetr>().ok()?)));
-                Some(
-                    parsed
-                        .ok_or_else(|| RequestError::invalid("page_token", None, "not a token from a previous page"))?,
-                )
-            }
-            _ => None,
-        };
-        let size = filter.page_size.clamp(1, 500);
-        let state = self.state();
-        let Some(index) = state.by_client.get(client) else { return Ok((Vec::new(), None)) };
-        // Start at the page token or at `created_from_ms`, whichever is later.
-        let from = filter.created_from_ms.map(|from| (from, Uetr::RANGE_MIN));
-        let start = match (after, from) {
-            (Some(after), Some(from)) if from > after => std::ops::Bound::Included(from),
-            (Some(after), _) => std::ops::Bound::Excluded(after),
-            (None, Some(from)) => std::ops::Bound::Included(from),
-            (None, None) => std::ops::Bound::Unbounded,
-        };
-        let mut page = Vec::new();
-        let mut last = None;
-        for (at, uetr) in index.range((start, std::ops::Bound::Unbounded)) {
-            if filter.created_to_ms.is_some_and(|to| *at >= to) {
-                break;
-            }
-            last = Some((*at, *uetr));
-            if filter.created_from_ms.is_some_and(|from| *at < from) {
-                continue;
-            }
-            let Some(record) = state.remittances.get(uetr) else { continue };
-            if !filter.statuses.is_empty() && !filter.statuses.contains(&record.status) {
-                continue;
-            }
-            page.push((**record).clone());
-            if page.len() == size {
-                break;
-            }
-        }
-        let more = page.len() == size
-            && last.is_some_and(|key| {
-                index.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)).next().is_some()
-            });
-        let token = if more { last.map(|(at, uetr)| format!("{at}_{uetr}")) } else { None };
-        Ok((page, token))
-    }
-
-    /// The current state and a receiver of later changes (filter by uetr).
-    pub fn watch(
-        &self,
-        client: &str,
-        uetr: &str,
-    ) -> Result<(Remittance, broadcast::Receiver<Arc<Remittance>>), RequestError> {
-        let receiver = self.inner.updates.subscribe();
-        let record = self.get(client, uetr)?;
-        Ok((record, receiver))
     }
 
     /// Whether anyone would receive a change to one of `client`'s
@@ -473,11 +432,6 @@ impl Engine {
 
     pub(crate) fn report_sender(&self) -> &mpsc::UnboundedSender<super::reports::PendingReport> {
         &self.inner.report_tx
-    }
-
-    /// Any remittance this gateway holds, origin or destination side.
-    pub fn record(&self, uetr: &Uetr) -> Option<Remittance> {
-        self.state().remittances.get(uetr).map(|record| (**record).clone())
     }
 }
 

@@ -19,6 +19,14 @@
 //! events, not a torn write: start-up stops with an error naming the file
 //! and the frame's byte offset, and nothing is cut.
 //!
+//! The journal is a sequence of segments in one directory: `journal.log`
+//! is segment 0 (a journal written before segments existed is just that),
+//! then `journal-<seq>.log`. Once the active segment grows past
+//! [`JournalOptions::checkpoint_bytes`] the writer seals it and starts the
+//! next one before acknowledging the write that crossed the limit;
+//! `checkpoint.rs` folds sealed segments into a snapshot in the background
+//! and opens the directory on start.
+//!
 //! Customer data lives here (this is the gateway's private store), never on
 //! the shared ledger.
 
@@ -40,6 +48,11 @@ use super::record::{LedgerPosition, Remittance, StatusChange};
 pub const JOURNAL_FILE: &str = "journal.log";
 /// First bytes of a journal file.
 const MAGIC: &[u8; 8] = b"RMJRNL01";
+/// Default of [`JournalOptions::checkpoint_bytes`]: 64 MiB.
+pub const JOURNAL_CHECKPOINT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Smallest [`JournalOptions::checkpoint_bytes`] accepted.
+pub const JOURNAL_CHECKPOINT_BYTES_MIN: u64 = 1_024;
+const _: () = assert!(JOURNAL_CHECKPOINT_BYTES_MIN <= JOURNAL_CHECKPOINT_BYTES_DEFAULT);
 /// Largest frame accepted on replay (a group of one append).
 const FRAME_BYTES_MAX: u32 = 1 << 30;
 /// Most bytes written in one group commit.
@@ -77,6 +90,45 @@ pub enum JournalError {
     Stopped,
 }
 
+/// How a journal grows and compacts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// A segment longer than this is sealed and a new one started (before
+    /// the write that crossed the limit is acknowledged); at least
+    /// [`JOURNAL_CHECKPOINT_BYTES_MIN`].
+    pub checkpoint_bytes: u64,
+    /// Fold sealed segments into snapshots on a background thread (off only
+    /// in tests that run checkpoints step by step).
+    pub checkpoints: bool,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self { checkpoint_bytes: JOURNAL_CHECKPOINT_BYTES_DEFAULT, checkpoints: true }
+    }
+}
+
+/// The file of segment `seq` in the journal directory `dir`: segment 0 is
+/// [`JOURNAL_FILE`] (the single file of journals written before segments).
+pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    if seq == 0 {
+        dir.join(JOURNAL_FILE)
+    } else {
+        dir.join(format!("journal-{seq}.log"))
+    }
+}
+
+/// The sequence number of a segment file name, if it is one.
+pub(super) fn segment_seq(name: &str) -> Option<u64> {
+    if name == JOURNAL_FILE {
+        return Some(0);
+    }
+    let seq = name.strip_prefix("journal-")?.strip_suffix(".log")?;
+    // Only canonical numbers (no sign, no leading zero), so that one file
+    // cannot stand for a sequence number another file has.
+    (!seq.starts_with('0') && seq.bytes().all(|b| b.is_ascii_digit())).then(|| seq.parse().ok()).flatten()
+}
+
 /// A payment message as received from an origin gateway, not yet matched to
 /// a certified transfer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +144,13 @@ pub struct InboxMessage {
     /// receipt), journalled as a string.
     #[serde(with = "text_bytes")]
     pub message: Vec<u8>,
+    /// When this gateway received it (Unix ms); an entry whose transfer is
+    /// never certified expires [`inbox_ttl_s`] after it. Entries journalled
+    /// before the field existed read as 0 and expire at the first sweep.
+    ///
+    /// [`inbox_ttl_s`]: crate::remittance::engine::StoreOptions::inbox_ttl_ms
+    #[serde(default)]
+    pub received_at_ms: u64,
 }
 
 /// A certified transfer to this gateway whose payment message is not yet
@@ -204,6 +263,18 @@ pub enum JournalEvent {
         /// The last processed height.
         height: u64,
     },
+    /// Terminal remittances written (durably) to the archive before this
+    /// event: they leave memory, and are read from the archive from now on.
+    Archived {
+        /// Which remittances.
+        uetrs: Vec<Uetr>,
+    },
+    /// Inbox entries for transfers never certified, older than the inbox
+    /// time to live: dropped.
+    InboxExpired {
+        /// Which entries.
+        uetrs: Vec<Uetr>,
+    },
 }
 
 /// Merges runs of adjacent status events that carry the same change and
@@ -250,38 +321,29 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal file at `path`, returns every stored
-    /// event in order and starts the writer thread. A torn last frame (a
-    /// group write cut by a crash, never acknowledged) is cut off.
+    /// Opens (or creates) the journal whose segment 0 is at `path` with the
+    /// default options and returns every event after the newest snapshot
+    /// (all of them when there is none); see [`Journal::open_with`].
     pub fn open(path: &Path) -> Result<(Self, Vec<JournalEvent>), JournalError> {
-        let io = |source| JournalError::Io { path: path.to_owned(), source };
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
-        let length = file.metadata().map_err(io)?.len();
-        let (events, valid_end) = if length == 0 {
-            file.write_all(MAGIC).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            sync_parent(path).map_err(io)?;
-            (Vec::new(), MAGIC.len() as u64)
-        } else {
-            replay(path, &mut file, length)?
-        };
-        if valid_end < length {
-            warn!(
-                path = %path.display(),
-                dropped_bytes = length - valid_end,
-                "journal ends in an incomplete write (a crash during an unacknowledged append); cutting it off"
-            );
-            file.set_len(valid_end).map_err(io)?;
-            file.sync_all().map_err(io)?;
-        }
-        file.seek(SeekFrom::Start(valid_end)).map_err(io)?;
+        Self::open_with(path, JournalOptions::default()).map(|(journal, replayed)| (journal, replayed.events))
+    }
+
+    /// Starts the writer thread on the active segment `seq` (`file`, open
+    /// for appending at its end, `length` bytes long). Each segment sealed
+    /// is announced on `sealed`.
+    pub(super) fn start_writer(
+        dir: &Path,
+        active: Segment,
+        options: JournalOptions,
+        sealed: std::sync::mpsc::Sender<u64>,
+    ) -> Result<Self, JournalError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let owned = path.to_owned();
+        let writer = Writer { dir: dir.to_owned(), active, checkpoint_bytes: options.checkpoint_bytes, sealed };
         std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || write_loop(&owned, file, rx))
-            .map_err(io)?;
-        Ok((Self { tx }, events))
+            .spawn(move || writer.run(rx))
+            .map_err(|source| JournalError::Io { path: dir.to_owned(), source })?;
+        Ok(Self { tx })
     }
 
     /// Appends events; returns once they are durable. The events are
@@ -299,6 +361,72 @@ impl Journal {
             Err(_) => Err(JournalError::Stopped),
         }
     }
+}
+
+/// The segment the writer appends to.
+pub(super) struct Segment {
+    /// Its sequence number.
+    pub(super) seq: u64,
+    /// The file, positioned at its end.
+    pub(super) file: File,
+    /// Its length in bytes.
+    pub(super) length: u64,
+}
+
+/// Opens the newest segment for appending and returns its events: created
+/// (with its magic) when missing or empty, a torn last write cut off.
+pub(super) fn open_active(path: &Path, seq: u64) -> Result<(Segment, Vec<JournalEvent>), JournalError> {
+    let io = |source| JournalError::Io { path: path.to_owned(), source };
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+    let length = file.metadata().map_err(io)?.len();
+    // A crash while the writer started this segment can leave it shorter
+    // than its magic; nothing in it was ever acknowledged.
+    let fresh = length < MAGIC.len() as u64 && {
+        let mut head = Vec::new();
+        file.read_to_end(&mut head).map_err(io)?;
+        MAGIC.starts_with(&head)
+    };
+    let (events, valid_end) = if fresh {
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(MAGIC).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        sync_parent(path).map_err(io)?;
+        (Vec::new(), MAGIC.len() as u64)
+    } else {
+        replay(path, &mut file, length)?
+    };
+    let length = length.max(valid_end);
+    if valid_end < length {
+        warn!(
+            path = %path.display(),
+            dropped_bytes = length - valid_end,
+            "journal ends in an incomplete write (a crash during an unacknowledged append); cutting it off"
+        );
+        file.set_len(valid_end).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    file.seek(SeekFrom::Start(valid_end)).map_err(io)?;
+    Ok((Segment { seq, file, length: valid_end }, events))
+}
+
+/// Reads a sealed segment whole: it was complete when sealed, so any bad
+/// frame (also a last one) is damage.
+pub(super) fn read_sealed(path: &Path) -> Result<Vec<JournalEvent>, JournalError> {
+    let io = |source| JournalError::Io { path: path.to_owned(), source };
+    let mut file = File::open(path).map_err(io)?;
+    let length = file.metadata().map_err(io)?.len();
+    let (events, valid_end) = replay(path, &mut file, length)?;
+    if valid_end < length {
+        return Err(JournalError::Corrupt {
+            path: path.to_owned(),
+            offset: valid_end,
+            reason: "a sealed segment (not the newest) ends in a bad frame: acknowledged events are damaged; \
+                     restore the journal from a backup"
+                .into(),
+        });
+    }
+    Ok(events)
 }
 
 /// Reads every frame; returns the events and where the valid part ends.
@@ -383,36 +511,79 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn write_loop(path: &Path, mut file: File, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let mut buffer = Vec::with_capacity(1 << 20);
-    let mut failed: Option<String> = None;
-    while let Some(first) = rx.blocking_recv() {
-        buffer.clear();
-        let mut waiters = Vec::new();
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            let size = u32::try_from(request.payload.len()).unwrap_or(u32::MAX);
-            buffer.extend_from_slice(&size.to_le_bytes());
-            buffer.extend_from_slice(&crc32fast::hash(&request.payload).to_le_bytes());
-            buffer.extend_from_slice(&request.payload);
-            waiters.push(request.done);
-            if buffer.len() < GROUP_BYTES_MAX {
-                next = rx.try_recv().ok();
+struct Writer {
+    dir: PathBuf,
+    active: Segment,
+    checkpoint_bytes: u64,
+    sealed: std::sync::mpsc::Sender<u64>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        let mut buffer = Vec::with_capacity(1 << 20);
+        let mut failed: Option<String> = None;
+        while let Some(first) = rx.blocking_recv() {
+            buffer.clear();
+            let mut waiters = Vec::new();
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                let size = u32::try_from(request.payload.len()).unwrap_or(u32::MAX);
+                buffer.extend_from_slice(&size.to_le_bytes());
+                buffer.extend_from_slice(&crc32fast::hash(&request.payload).to_le_bytes());
+                buffer.extend_from_slice(&request.payload);
+                waiters.push(request.done);
+                if buffer.len() < GROUP_BYTES_MAX {
+                    next = rx.try_recv().ok();
+                }
+            }
+            // After a failed write the file's end is unknown: refuse
+            // everything rather than acknowledge events that a replay would
+            // not see.
+            let result = match &failed {
+                Some(reason) => Err(reason.clone()),
+                None => self.write(&buffer).map_err(|e| {
+                    let reason = format!("{}: {e}", segment_path(&self.dir, self.active.seq).display());
+                    error!(%reason, "journal write failed; the gateway refuses new work until restarted");
+                    failed = Some(reason.clone());
+                    reason
+                }),
+            };
+            if result.is_ok() && self.active.length > self.checkpoint_bytes {
+                self.rotate();
+            }
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
             }
         }
-        // After a failed write the file's end is unknown: refuse everything
-        // rather than acknowledge events that a replay would not see.
-        let result = match &failed {
-            Some(reason) => Err(reason.clone()),
-            None => file.write_all(&buffer).and_then(|()| file.sync_data()).map_err(|e| {
-                let reason = format!("{}: {e}", path.display());
-                error!(%reason, "journal write failed; the gateway refuses new work until restarted");
-                failed = Some(reason.clone());
-                reason
-            }),
-        };
-        for waiter in waiters {
-            let _ = waiter.send(result.clone());
+    }
+
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<()> {
+        self.active.file.write_all(buffer)?;
+        self.active.file.sync_data()?;
+        self.active.length += buffer.len() as u64;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one (durable, with its
+    /// magic). On failure the writer stays on the current segment and tries
+    /// again after the next write.
+    fn rotate(&mut self) {
+        let seq = self.active.seq + 1;
+        let path = segment_path(&self.dir, seq);
+        let started = (|| {
+            let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+            file.write_all(MAGIC)?;
+            file.sync_all()?;
+            sync_parent(&path)?;
+            Ok::<_, std::io::Error>(file)
+        })();
+        match started {
+            Ok(file) => {
+                let sealed = std::mem::replace(&mut self.active, Segment { seq, file, length: MAGIC.len() as u64 });
+                // The checkpointer may have stopped (it only compacts).
+                let _ = self.sealed.send(sealed.seq);
+            }
+            Err(e) => warn!(path = %path.display(), error = %e, "cannot start a new journal segment; staying on the current one"),
         }
     }
 }
@@ -641,6 +812,7 @@ mod tests {
             origin: ParticipantId::new("gw-us").expect("id"),
             salt: vec![7; 32],
             message: br#"{"a":"b"}"#.to_vec(),
+            received_at_ms: 5,
         };
         let json = serde_json::to_string(&JournalEvent::Inbox { message: message.clone() }).expect("json");
         assert!(json.contains(r#""message":"{\"a\":\"b\"}""#), "{json}");

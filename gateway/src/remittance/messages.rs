@@ -6,7 +6,7 @@ use remit_proto::v1::PaymentMessageEnvelope;
 use remit_settlement::ids::{ParticipantId, Uetr};
 use tonic::Status as GrpcStatus;
 
-use super::engine::{Engine, FETCH_MESSAGES_MAX, PAYMENT_MESSAGE_BYTES_MAX};
+use super::engine::{now_ms, Engine, FETCH_MESSAGES_MAX, PAYMENT_MESSAGE_BYTES_MAX};
 use super::journal::{InboxMessage, IncomingTransfer, JournalEvent};
 use super::record::Role;
 
@@ -26,7 +26,7 @@ impl Engine {
                 return Err(GrpcStatus::permission_denied(format!("messages[{i}].origin: not the caller {caller}")));
             }
             messages
-                .push(inbox_message(envelope).map_err(|e| GrpcStatus::invalid_argument(format!("messages[{i}].{e}")))?);
+                .push(inbox_message(envelope, now_ms()).map_err(|e| GrpcStatus::invalid_argument(format!("messages[{i}].{e}")))?);
         }
         let count = messages.len();
         let events: Vec<JournalEvent> =
@@ -88,9 +88,9 @@ pub(super) fn uetr_from_bytes(bytes: &[u8]) -> Option<Uetr> {
     Uetr::from_bytes(bytes.try_into().ok()?).ok()
 }
 
-/// Checks an envelope from a peer and turns it into an inbox message;
-/// the error names the field.
-pub(super) fn inbox_message(envelope: PaymentMessageEnvelope) -> Result<InboxMessage, String> {
+/// Checks an envelope from a peer and turns it into an inbox message
+/// received at `now_ms`; the error names the field.
+pub(super) fn inbox_message(envelope: PaymentMessageEnvelope, now_ms: u64) -> Result<InboxMessage, String> {
     let uetr = uetr_from_bytes(&envelope.uetr).ok_or("uetr: expected a 16-byte UUID v4")?;
     let origin = ParticipantId::new(envelope.origin).map_err(|e| format!("origin: {e}"))?;
     if envelope.salt.len() != 32 {
@@ -102,5 +102,5 @@ pub(super) fn inbox_message(envelope: PaymentMessageEnvelope) -> Result<InboxMes
     if std::str::from_utf8(&envelope.message).is_err() {
         return Err("message: must be UTF-8 JSON".into());
     }
-    Ok(InboxMessage { uetr, origin, salt: envelope.salt, message: envelope.message })
+    Ok(InboxMessage { uetr, origin, salt: envelope.salt, message: envelope.message, received_at_ms: now_ms })
 }

@@ -44,6 +44,8 @@
 //! **Invariant:** `send_amount = principal + fixed + percent + fx_margin`,
 //! exactly, in minor units, for every quote.
 
+pub mod archive;
+pub mod checkpoint;
 pub mod corridor;
 mod destination;
 pub mod engine;
@@ -51,6 +53,7 @@ pub mod errors;
 pub mod fx;
 pub mod journal;
 pub mod lifecycle;
+mod lookup;
 mod messages;
 mod origin;
 pub mod party;
@@ -60,6 +63,7 @@ pub mod recent;
 pub mod record;
 pub mod reports;
 mod scanner;
+pub mod sweep;
 pub(crate) mod state;
 #[cfg(test)]
 mod testkit;

@@ -159,6 +159,16 @@ impl Engine {
             if let Some(existing) = state.idempotency.get(&slot) {
                 return Ok(Prepared::Existing(*existing, fingerprint));
             }
+            // Looked up under the state lock: a record leaves memory only
+            // after it is in the archive.
+            let archived = self
+                .inner
+                .archive
+                .by_idempotency_key(client, &input.idempotency_key)
+                .map_err(|e| RequestError::internal(e.to_string()))?;
+            if let Some(existing) = archived {
+                return Ok(Prepared::Existing(existing, fingerprint));
+            }
             state.idempotency.insert(slot, uetr);
         }
         let release = |engine: &Engine| {
@@ -302,6 +312,9 @@ impl Engine {
                         ));
                     }
                     return Ok((**record).clone());
+                }
+                if let Some(repeat) = self.archived_repeat(&uetr, fingerprint, key) {
+                    return repeat;
                 }
                 if state.idempotency.get(&(client.to_owned(), key.to_owned())) != Some(&uetr) {
                     return Err(RequestError::new(

@@ -161,6 +161,41 @@ impl State {
                 self.cursor = self.cursor.max(height);
                 None
             }
+            JournalEvent::Archived { uetrs } => {
+                for uetr in uetrs {
+                    self.forget(&uetr);
+                }
+                None
+            }
+            JournalEvent::InboxExpired { uetrs } => {
+                for uetr in uetrs {
+                    self.inbox.remove(&uetr);
+                }
+                None
+            }
+        }
+    }
+
+    /// Drops every trace of an archived remittance from memory: its record,
+    /// its idempotency key, its place in the client's index, and what the
+    /// engine kept for it.
+    pub(super) fn forget(&mut self, uetr: &Uetr) {
+        self.message_bytes.remove(uetr);
+        self.returns_due.remove(uetr);
+        self.prepared.remove(uetr);
+        let Some(record) = self.remittances.remove(uetr) else { return };
+        if record.role != Role::Origin {
+            return;
+        }
+        let slot = (record.client_id.clone(), record.idempotency_key.clone());
+        if self.idempotency.get(&slot) == Some(uetr) {
+            self.idempotency.remove(&slot);
+        }
+        if let Some(index) = self.by_client.get_mut(&record.client_id) {
+            index.remove(&(record.created_at_ms(), *uetr));
+            if index.is_empty() {
+                self.by_client.remove(&record.client_id);
+            }
         }
     }
 }

@@ -1,0 +1,707 @@
+//! Checkpoints: the journal's sealed segments folded into a snapshot of the
+//! live state, so that start-up time and disk stay bounded.
+//!
+//! Directory layout (the gateway directory):
+//! - `journal.log` (segment 0), `journal-<seq>.log`: the segments, in order;
+//!   the newest is the one written to.
+//! - `snapshot-<seq>.snap`: the state after every event of segments
+//!   `0..=seq`. Header (32 bytes): the magic `RMSNAP01`, the format version
+//!   (`u32` LE), `seq` (`u64` LE), the payload length (`u64` LE), the
+//!   payload's CRC-32 (`u32` LE); then the payload (JSON, see
+//!   [`SnapshotBody`]).
+//! - `snapshot-<seq>.snap.tmp`: a snapshot being written.
+//!
+//! A checkpoint runs on its own thread when a segment is sealed and the
+//! sealed segments not yet in a snapshot outweigh the newest snapshot. It
+//! builds the new snapshot from the previous snapshot and the sealed
+//! segments through the pure [`State::apply`], never from the engine's live
+//! state (no lock taken, no torn view), writes it to the temp file, fsyncs
+//! it, renames it into place, fsyncs the directory, and only then deletes
+//! the segments it covers and the older snapshot.
+//!
+//! Start-up: leftover temp files are removed, the newest snapshot is loaded
+//! (a damaged one stops start-up naming the file and byte offset), older
+//! snapshots and covered segments (a checkpoint cut short while deleting)
+//! are removed, and the later segments are replayed in order. A gap in
+//! their sequence stops start-up naming the missing file; only the newest
+//! segment may end in a torn write, which is cut off.
+//!
+//! **Invariant:** at every step of a checkpoint the directory holds a
+//! snapshot and segments from which the same state is rebuilt.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use remit_settlement::ids::Uetr;
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use super::journal::{
+    open_active, read_sealed, segment_path, segment_seq, InboxMessage, IncomingTransfer, Journal, JournalError,
+    JournalEvent, JournalOptions,
+};
+use super::record::{Remittance, Role};
+use super::state::State;
+
+/// First bytes of a snapshot file.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RMSNAP01";
+/// Version of the snapshot format written (and the only one read).
+pub const SNAPSHOT_VERSION: u32 = 1;
+/// Bytes of the snapshot header.
+const HEADER_BYTES: usize = 32;
+
+/// The snapshot file covering segments `0..=seq`.
+pub fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("snapshot-{seq}.snap"))
+}
+
+fn temp_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("snapshot-{seq}.snap.tmp"))
+}
+
+/// What [`Journal::open_with`] found on disk.
+pub struct Replayed {
+    /// The state stored by the newest snapshot, if there is one.
+    pub(super) snapshot: Option<State>,
+    /// The snapshot file loaded.
+    pub snapshot_path: Option<PathBuf>,
+    /// Every event after the snapshot, in order.
+    pub events: Vec<JournalEvent>,
+    /// Segments replayed (their files), oldest first.
+    pub segments: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Replayed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replayed")
+            .field("snapshot_path", &self.snapshot_path)
+            .field("events", &self.events.len())
+            .field("segments", &self.segments)
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in the directory of `path` (its
+    /// segment 0), loads the newest snapshot, reads the later segments, and
+    /// starts the writer and the checkpointer threads.
+    pub fn open_with(path: &Path, options: JournalOptions) -> Result<(Self, Replayed), JournalError> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| JournalError::Io { path, source }
+        };
+        let layout = Layout::scan(&dir).map_err(io(&dir))?;
+        for temp in &layout.temps {
+            warn!(path = %temp.display(), "removing a snapshot left half-written by a crash");
+            std::fs::remove_file(temp).map_err(io(temp))?;
+        }
+        let newest = layout.snapshots.last().copied();
+        let snapshot = newest.map(|seq| read_snapshot(&snapshot_path(&dir, seq), seq)).transpose()?;
+        let first = newest.map_or(0, |seq| seq + 1);
+        // Leftovers of a checkpoint cut short after its rename.
+        let mut removed = !layout.temps.is_empty();
+        for seq in layout.snapshots.iter().filter(|&&seq| Some(seq) != newest) {
+            std::fs::remove_file(snapshot_path(&dir, *seq)).map_err(io(&snapshot_path(&dir, *seq)))?;
+            removed = true;
+        }
+        for seq in layout.segments.range(..first) {
+            std::fs::remove_file(segment_path(&dir, *seq)).map_err(io(&segment_path(&dir, *seq)))?;
+            removed = true;
+        }
+        if removed {
+            File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        }
+        let later: Vec<u64> = layout.segments.range(first..).copied().collect();
+        let last = check_sequence(&dir, first, newest.is_some(), &later)?;
+        let mut events = Vec::new();
+        let mut segments = Vec::new();
+        for seq in first..last {
+            let path = segment_path(&dir, seq);
+            events.extend(read_sealed(&path)?);
+            segments.push(path);
+        }
+        let active_path = segment_path(&dir, last);
+        let (active, tail) = open_active(&active_path, last)?;
+        events.extend(tail);
+        segments.push(active_path);
+        let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
+        if last > first {
+            // Sealed segments from before the restart.
+            let _ = sealed_tx.send(last - 1);
+        }
+        if options.checkpoints {
+            let checkpoint_dir = dir.clone();
+            std::thread::Builder::new()
+                .name("journal-checkpoint".into())
+                .spawn(move || run_checkpointer(&checkpoint_dir, &sealed_rx))
+                .map_err(io(&dir))?;
+        }
+        let journal = Journal::start_writer(&dir, active, options, sealed_tx)?;
+        let snapshot_path = newest.map(|seq| snapshot_path(&dir, seq));
+        Ok((journal, Replayed { snapshot, snapshot_path, events, segments }))
+    }
+}
+
+/// Checks that `later` (the segments after the snapshot, ascending) is
+/// `first, first + 1, ...` without a gap; returns the newest segment's
+/// sequence number (`first` when there is none yet).
+fn check_sequence(dir: &Path, first: u64, has_snapshot: bool, later: &[u64]) -> Result<u64, JournalError> {
+    let mut expected = first;
+    for &seq in later {
+        if seq != expected {
+            return Err(missing(dir, expected, seq));
+        }
+        expected += 1;
+    }
+    match later.last() {
+        Some(&last) => Ok(last),
+        // A snapshot is only written after the writer started the segment
+        // after it: that segment's absence means it was lost.
+        None if has_snapshot => Err(JournalError::Corrupt {
+            path: segment_path(dir, first),
+            offset: 0,
+            reason: format!("segment missing: the snapshot covers segments up to {}, and no later segment exists", first - 1),
+        }),
+        None => Ok(first),
+    }
+}
+
+fn missing(dir: &Path, expected: u64, found: u64) -> JournalError {
+    JournalError::Corrupt {
+        path: segment_path(dir, expected),
+        offset: 0,
+        reason: format!(
+            "segment missing: the journal continues at {} (events in between are lost); restore the journal \
+             from a backup",
+            segment_path(dir, found).display()
+        ),
+    }
+}
+
+/// The journal files of a directory.
+#[derive(Debug, Default)]
+struct Layout {
+    segments: BTreeSet<u64>,
+    snapshots: BTreeSet<u64>,
+    temps: Vec<PathBuf>,
+}
+
+impl Layout {
+    fn scan(dir: &Path) -> std::io::Result<Self> {
+        let mut layout = Self::default();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(seq) = segment_seq(name) {
+                layout.segments.insert(seq);
+            } else if let Some(seq) = snapshot_seq(name) {
+                layout.snapshots.insert(seq);
+            } else if name.starts_with("snapshot-") && name.ends_with(".snap.tmp") {
+                layout.temps.push(entry.path());
+            }
+        }
+        Ok(layout)
+    }
+}
+
+fn snapshot_seq(name: &str) -> Option<u64> {
+    let seq = name.strip_prefix("snapshot-")?.strip_suffix(".snap")?;
+    (!seq.is_empty() && (seq == "0" || !seq.starts_with('0')) && seq.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| seq.parse().ok())
+        .flatten()
+}
+
+/// The state a snapshot stores: every map of [`State`] that events build
+/// (not the engine's caches), sorted so that equal states encode equally.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct SnapshotBody {
+    /// The last certified block processed.
+    pub(super) cursor: u64,
+    /// Records not archived, by UETR.
+    pub(super) remittances: Vec<Remittance>,
+    /// Idempotency keys of records not archived: client, key, UETR.
+    pub(super) idempotency: Vec<(String, String, Uetr)>,
+    /// Payment messages waiting for their transfer.
+    pub(super) inbox: Vec<InboxMessage>,
+    /// Certified transfers waiting for their message.
+    pub(super) incoming: Vec<IncomingTransfer>,
+    /// Return reports due: UETR, reason code, reason.
+    pub(super) returns_due: Vec<(Uetr, String, String)>,
+}
+
+impl SnapshotBody {
+    /// The snapshot of `state`.
+    pub(super) fn of(state: &State) -> Self {
+        let mut remittances: Vec<Remittance> = state.remittances.values().map(|r| (**r).clone()).collect();
+        remittances.sort_by_key(|r| r.uetr);
+        let mut idempotency: Vec<(String, String, Uetr)> =
+            state.idempotency.iter().map(|((client, key), uetr)| (client.clone(), key.clone(), *uetr)).collect();
+        idempotency.sort();
+        let mut inbox: Vec<InboxMessage> = state.inbox.values().cloned().collect();
+        inbox.sort_by_key(|m| m.uetr);
+        let mut incoming: Vec<IncomingTransfer> = state.incoming.values().cloned().collect();
+        incoming.sort_by_key(|t| t.uetr);
+        let mut returns_due: Vec<(Uetr, String, String)> =
+            state.returns_due.iter().map(|(uetr, (code, reason))| (*uetr, code.clone(), reason.clone())).collect();
+        returns_due.sort();
+        Self { cursor: state.cursor, remittances, idempotency, inbox, incoming, returns_due }
+    }
+
+    /// The state this snapshot stores.
+    pub(super) fn into_state(self) -> State {
+        let mut state = State { cursor: self.cursor, ..State::default() };
+        for record in self.remittances {
+            if record.role == Role::Origin {
+                state.by_client.entry(record.client_id.clone()).or_default().insert((record.created_at_ms(), record.uetr));
+            }
+            state.remittances.insert(record.uetr, Box::new(record));
+        }
+        state.idempotency = self.idempotency.into_iter().map(|(client, key, uetr)| ((client, key), uetr)).collect::<HashMap<_, _>>();
+        for message in self.inbox {
+            state.inbox.insert(message.uetr, message);
+        }
+        for transfer in self.incoming {
+            state.incoming.insert(transfer.uetr, transfer);
+        }
+        for (uetr, code, reason) in self.returns_due {
+            state.returns_due.insert(uetr, (code, reason));
+        }
+        state
+    }
+}
+
+/// The bytes of snapshot `seq` of `state` (header and payload).
+pub(super) fn encode_snapshot(seq: u64, state: &State) -> Result<Vec<u8>, JournalError> {
+    let payload = serde_json::to_vec(&SnapshotBody::of(state)).map_err(|e| JournalError::Encode(e.to_string()))?;
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&seq.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// Loads snapshot `seq` from `path`; any damage is an error naming the file
+/// and the byte offset of the bad part.
+pub(super) fn read_snapshot(path: &Path, seq: u64) -> Result<State, JournalError> {
+    let bytes = std::fs::read(path).map_err(|source| JournalError::Io { path: path.to_owned(), source })?;
+    decode_snapshot(path, seq, &bytes)
+}
+
+fn decode_snapshot(path: &Path, seq: u64, bytes: &[u8]) -> Result<State, JournalError> {
+    let corrupt = |offset: usize, reason: String| JournalError::Corrupt {
+        path: path.to_owned(),
+        offset: offset as u64,
+        reason: format!("snapshot: {reason}"),
+    };
+    if bytes.len() < HEADER_BYTES {
+        return Err(corrupt(bytes.len(), format!("{} bytes, shorter than its {HEADER_BYTES}-byte header", bytes.len())));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes of the header"));
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes of the header"));
+    if &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(0, "not a remit gateway snapshot (bad magic)".into()));
+    }
+    if u32_at(8) != SNAPSHOT_VERSION {
+        return Err(corrupt(8, format!("format version {} (this build reads {SNAPSHOT_VERSION})", u32_at(8))));
+    }
+    if u64_at(12) != seq {
+        return Err(corrupt(12, format!("header says segment {}, the file name {seq}", u64_at(12))));
+    }
+    let payload = &bytes[HEADER_BYTES..];
+    if u64_at(20) != payload.len() as u64 {
+        return Err(corrupt(20, format!("header says {} payload bytes, the file holds {}", u64_at(20), payload.len())));
+    }
+    if crc32fast::hash(payload) != u32_at(28) {
+        return Err(corrupt(HEADER_BYTES, "payload fails its checksum".into()));
+    }
+    let body: SnapshotBody = serde_json::from_slice(payload).map_err(|e| {
+        // The payload is one line: the column is the byte.
+        corrupt(HEADER_BYTES + e.column().saturating_sub(1), format!("payload does not decode: {e}"))
+    })?;
+    Ok(body.into_state())
+}
+
+/// What a checkpoint did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct CheckpointDone {
+    /// The last segment the new snapshot covers.
+    pub(super) seq: u64,
+    /// Its size.
+    pub(super) snapshot_bytes: u64,
+    /// Bytes of the segments it replaced.
+    pub(super) segment_bytes: u64,
+}
+
+fn run_checkpointer(dir: &Path, sealed: &std::sync::mpsc::Receiver<u64>) {
+    while let Ok(mut seq) = sealed.recv() {
+        while let Ok(later) = sealed.try_recv() {
+            seq = seq.max(later);
+        }
+        match checkpoint(dir, seq, &mut |_| {}) {
+            Ok(Some(done)) => info!(
+                seq = done.seq,
+                snapshot_bytes = done.snapshot_bytes,
+                segment_bytes = done.segment_bytes,
+                "journal checkpoint written"
+            ),
+            Ok(None) => {}
+            // The journal still works, it just does not shrink; the next
+            // sealed segment tries again.
+            Err(error) => error!(%error, "journal checkpoint failed"),
+        }
+    }
+}
+
+/// A step of a checkpoint, for tests that stop it there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// The temp file is written and synced, not renamed.
+    TempWritten,
+    /// The snapshot is in place; nothing deleted yet.
+    Renamed,
+    /// The first covered segment is deleted.
+    FirstSegmentDeleted,
+}
+
+/// Folds the segments up to `sealed` into a new snapshot when they outweigh
+/// the newest snapshot; returns what it did (`None`: not worth it yet).
+/// `at` is called at each [`Step`] (tests copy the directory there to
+/// see what a crash at that step leaves).
+pub(super) fn checkpoint(
+    dir: &Path,
+    sealed: u64,
+    at: &mut dyn FnMut(Step),
+) -> Result<Option<CheckpointDone>, JournalError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| JournalError::Io { path, source }
+    };
+    let layout = Layout::scan(dir).map_err(io(dir))?;
+    let previous = layout.snapshots.last().copied();
+    if previous.is_some_and(|seq| seq >= sealed) {
+        return Ok(None);
+    }
+    let first = previous.map_or(0, |seq| seq + 1);
+    let snapshot_bytes = match previous {
+        Some(seq) => std::fs::metadata(snapshot_path(dir, seq)).map_err(io(&snapshot_path(dir, seq)))?.len(),
+        None => 0,
+    };
+    let mut segment_bytes = 0;
+    for seq in first..=sealed {
+        let path = segment_path(dir, seq);
+        segment_bytes += std::fs::metadata(&path).map_err(io(&path))?.len();
+    }
+    if segment_bytes <= snapshot_bytes {
+        return Ok(None);
+    }
+    let mut state = match previous {
+        Some(seq) => read_snapshot(&snapshot_path(dir, seq), seq)?,
+        None => State::default(),
+    };
+    for seq in first..=sealed {
+        for event in read_sealed(&segment_path(dir, seq))? {
+            state.apply(event);
+        }
+    }
+    let bytes = encode_snapshot(sealed, &state)?;
+    drop(state);
+    let temp = temp_path(dir, sealed);
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp).map_err(io(&temp))?;
+    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io(&temp))?;
+    drop(file);
+    at(Step::TempWritten);
+    let path = snapshot_path(dir, sealed);
+    std::fs::rename(&temp, &path).map_err(io(&path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    at(Step::Renamed);
+    for seq in first..=sealed {
+        let segment = segment_path(dir, seq);
+        std::fs::remove_file(&segment).map_err(io(&segment))?;
+        if seq == first {
+            at(Step::FirstSegmentDeleted);
+        }
+    }
+    if let Some(seq) = previous {
+        std::fs::remove_file(snapshot_path(dir, seq)).map_err(io(&snapshot_path(dir, seq)))?;
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok(Some(CheckpointDone { seq: sealed, snapshot_bytes: bytes.len() as u64, segment_bytes }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remittance::journal::JOURNAL_FILE;
+    use crate::remittance::record::{Status, StatusChange};
+    use crate::remittance::testkit::{incoming_message, origin_record};
+
+    const SMALL: JournalOptions = JournalOptions { checkpoint_bytes: 1_024, checkpoints: false };
+
+    /// Groups of events like a gateway's: remittances created and moved on,
+    /// messages received, cursors, some archived.
+    fn history(groups: usize) -> Vec<Vec<JournalEvent>> {
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        for i in 0..groups {
+            let uetr = Uetr::new_random();
+            let mut record = origin_record(uetr);
+            record.idempotency_key = format!("key-{i}");
+            let mut group = vec![JournalEvent::Created { remittance: Box::new(record) }];
+            group.push(JournalEvent::Status {
+                uetr,
+                change: StatusChange::new(Status::Submitted, 2_000 + i as u64, None, ""),
+                ledger: None,
+                payout_reference: None,
+            });
+            if i % 2 == 0 {
+                group.push(JournalEvent::Statuses {
+                    uetrs: vec![uetr],
+                    change: StatusChange::new(Status::Completed, 3_000 + i as u64, None, ""),
+                    ledger: None,
+                });
+                done.push(uetr);
+            }
+            let (message, _) = incoming_message(Uetr::new_random());
+            group.push(JournalEvent::Inbox { message });
+            group.push(JournalEvent::Cursor { height: i as u64 });
+            if i % 5 == 4 {
+                group.push(JournalEvent::Archived { uetrs: std::mem::take(&mut done) });
+            }
+            out.push(group);
+        }
+        out
+    }
+
+    fn replay_all(groups: &[Vec<JournalEvent>]) -> SnapshotBody {
+        let mut state = State::default();
+        for event in groups.iter().flatten() {
+            state.apply(event.clone());
+        }
+        SnapshotBody::of(&state)
+    }
+
+    /// The state a restart on `dir` rebuilds.
+    fn restart(dir: &Path) -> Result<SnapshotBody, JournalError> {
+        let (_, replayed) = Journal::open_with(&dir.join(JOURNAL_FILE), SMALL)?;
+        let mut state = replayed.snapshot.unwrap_or_default();
+        for event in replayed.events {
+            state.apply(event);
+        }
+        Ok(SnapshotBody::of(&state))
+    }
+
+    async fn write(dir: &Path, groups: &[Vec<JournalEvent>]) {
+        let (journal, _) = Journal::open_with(&dir.join(JOURNAL_FILE), SMALL).expect("open");
+        for group in groups {
+            journal.append(group).await.expect("append");
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn copy_dir(from: &Path) -> tempfile::TempDir {
+        let to = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(from).expect("read dir") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), to.path().join(entry.file_name())).expect("copy");
+        }
+        to
+    }
+
+    #[tokio::test]
+    async fn a_full_segment_is_sealed_and_replay_reads_every_segment_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let groups = history(6);
+        write(dir.path(), &groups).await;
+        let files = names(dir.path());
+        assert!(files.contains(&"journal.log".to_owned()) && files.contains(&"journal-1.log".to_owned()), "{files:?}");
+        for seq in 0..files.len() as u64 {
+            let size = std::fs::metadata(segment_path(dir.path(), seq)).expect("segment").len();
+            // Sealed once past the limit: at most one group beyond it.
+            assert!(seq + 1 == files.len() as u64 || size > SMALL.checkpoint_bytes, "segment {seq}: {size} bytes");
+        }
+        let (_, replayed) = Journal::open_with(&dir.path().join(JOURNAL_FILE), SMALL).expect("reopen");
+        let flat: Vec<String> = groups.iter().flatten().map(|e| serde_json::to_string(e).expect("json")).collect();
+        let back: Vec<String> = replayed.events.iter().map(|e| serde_json::to_string(e).expect("json")).collect();
+        assert_eq!(back, flat);
+        assert!(replayed.snapshot.is_none());
+        assert_eq!(replayed.segments.len(), files.len());
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_then_restart_equals_replaying_the_whole_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let groups = history(12);
+        write(dir.path(), &groups).await;
+        let segments = names(dir.path()).len() as u64;
+        let expected = replay_all(&groups);
+        assert_eq!(restart(dir.path()).expect("restart"), expected, "before any checkpoint");
+        let done = checkpoint(dir.path(), segments - 2, &mut |_| {}).expect("checkpoint").expect("worth it");
+        assert_eq!(done.seq, segments - 2);
+        let files = names(dir.path());
+        assert_eq!(files[0], format!("journal-{}.log", segments - 1), "{files:?}");
+        assert!(files.contains(&format!("snapshot-{}.snap", segments - 2)), "{files:?}");
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(restart(dir.path()).expect("restart"), expected, "after a checkpoint");
+        // More writes, a second checkpoint on top of the first.
+        let more = history(12);
+        write(dir.path(), &more).await;
+        let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+        checkpoint(dir.path(), last - 1, &mut |_| {}).expect("checkpoint").expect("worth it");
+        let all: Vec<Vec<JournalEvent>> = groups.into_iter().chain(more).collect();
+        assert_eq!(restart(dir.path()).expect("restart"), replay_all(&all), "after two checkpoints");
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_is_skipped_while_the_snapshot_outweighs_the_sealed_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let groups = history(12);
+        write(dir.path(), &groups).await;
+        let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+        checkpoint(dir.path(), last - 1, &mut |_| {}).expect("checkpoint").expect("worth it");
+        // One small sealed segment after a big snapshot: not yet.
+        write(dir.path(), &[vec![JournalEvent::Cursor { height: 99 }; 200]]).await;
+        let snapshot = std::fs::metadata(snapshot_path(dir.path(), last - 1)).expect("snapshot").len();
+        let sealed = std::fs::metadata(segment_path(dir.path(), last)).expect("segment").len();
+        assert!(sealed < snapshot, "{sealed} vs {snapshot}");
+        assert_eq!(checkpoint(dir.path(), last, &mut |_| {}).expect("checkpoint"), None);
+    }
+
+    #[tokio::test]
+    async fn a_crash_at_every_step_of_a_checkpoint_leaves_a_startable_journal() {
+        for with_previous in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut groups = history(10);
+            write(dir.path(), &groups).await;
+            if with_previous {
+                let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+                checkpoint(dir.path(), last - 1, &mut |_| {}).expect("checkpoint").expect("worth it");
+                let more = history(30);
+                write(dir.path(), &more).await;
+                groups.extend(more);
+            }
+            let expected = replay_all(&groups);
+            let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+            let mut crashed = Vec::new();
+            checkpoint(dir.path(), last - 1, &mut |step| crashed.push((step, copy_dir(dir.path()))))
+                .expect("checkpoint")
+                .expect("worth it");
+            let steps: Vec<Step> = crashed.iter().map(|(step, _)| *step).collect();
+            assert_eq!(steps, vec![Step::TempWritten, Step::Renamed, Step::FirstSegmentDeleted]);
+            for (step, copy) in &crashed {
+                let before = names(copy.path());
+                match step {
+                    Step::TempWritten => assert!(before.iter().any(|n| n.ends_with(".snap.tmp")), "{before:?}"),
+                    Step::Renamed if with_previous => {
+                        assert_eq!(before.iter().filter(|n| n.ends_with(".snap")).count(), 2, "{before:?}");
+                    }
+                    _ => {}
+                }
+                assert_eq!(restart(copy.path()).expect("startable"), expected, "crash at {step:?} ({with_previous})");
+                let after = names(copy.path());
+                assert!(!after.iter().any(|n| n.ends_with(".tmp")), "{step:?}: {after:?}");
+                assert!(after.iter().filter(|n| n.ends_with(".snap")).count() <= 1, "{step:?}: {after:?}");
+                // And again: the clean-up itself left a startable journal.
+                assert_eq!(restart(copy.path()).expect("startable twice"), expected, "{step:?}");
+            }
+            assert_eq!(restart(dir.path()).expect("after the whole checkpoint"), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_snapshot_stops_start_up_naming_the_file_and_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), &history(10)).await;
+        let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+        checkpoint(dir.path(), last - 1, &mut |_| {}).expect("checkpoint").expect("worth it");
+        let path = snapshot_path(dir.path(), last - 1);
+        let good = std::fs::read(&path).expect("read");
+        for (flip, offset, what) in [(HEADER_BYTES + 40, HEADER_BYTES, "payload"), (0, 0, "magic"), (12, 12, "seq")] {
+            let mut bytes = good.clone();
+            bytes[flip] ^= 0x01;
+            std::fs::write(&path, &bytes).expect("write");
+            let error = restart(dir.path()).expect_err(what);
+            match &error {
+                JournalError::Corrupt { path: named, offset: at, .. } => {
+                    assert_eq!((named, *at), (&path, offset as u64), "{what}: {error}");
+                }
+                other => panic!("{what}: {other}"),
+            }
+            assert!(error.to_string().contains(&format!("byte {offset}")), "{error}");
+            assert_eq!(std::fs::read(&path).expect("read"), bytes, "{what}: the snapshot is left as it was");
+        }
+        std::fs::write(&path, &good[..good.len() - 1]).expect("truncate");
+        let error = restart(dir.path()).expect_err("short");
+        assert!(matches!(error, JournalError::Corrupt { offset: 20, .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_segment_stops_start_up_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), &history(8)).await;
+        let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+        assert!(last >= 3, "{last}");
+        std::fs::remove_file(segment_path(dir.path(), 1)).expect("remove");
+        let error = restart(dir.path()).expect_err("gap");
+        let JournalError::Corrupt { path, offset, reason } = &error else { panic!("{error}") };
+        assert_eq!((path, *offset), (&segment_path(dir.path(), 1), 0));
+        assert!(reason.contains("journal-2.log"), "{reason}");
+        // No snapshot and no segment 0 either.
+        std::fs::remove_file(segment_path(dir.path(), 0)).expect("remove");
+        let error = restart(dir.path()).expect_err("no start");
+        assert!(matches!(&error, JournalError::Corrupt { path, .. } if path.ends_with(JOURNAL_FILE)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_in_a_sealed_segment_is_damage_but_in_the_newest_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), &history(6)).await;
+        let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+        let newest = segment_path(dir.path(), last);
+        let mut bytes = std::fs::read(&newest).expect("read");
+        bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+        std::fs::write(&newest, &bytes).expect("write");
+        restart(dir.path()).expect("a torn newest segment is recovered");
+        let sealed = segment_path(dir.path(), 0);
+        let mut bytes = std::fs::read(&sealed).expect("read");
+        let length = bytes.len() as u64;
+        bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+        std::fs::write(&sealed, &bytes).expect("write");
+        let error = restart(dir.path()).expect_err("sealed");
+        assert!(matches!(&error, JournalError::Corrupt { path, offset, .. } if *path == sealed && *offset == length), "{error}");
+    }
+
+    #[test]
+    fn a_newer_snapshot_format_is_refused_and_the_header_is_pinned() {
+        let state = State::default();
+        let bytes = encode_snapshot(7, &state).expect("encode");
+        assert_eq!(&bytes[..8], b"RMSNAP01");
+        assert_eq!(&bytes[8..12], &1u32.to_le_bytes());
+        assert_eq!(&bytes[12..20], &7u64.to_le_bytes());
+        assert_eq!(
+            std::str::from_utf8(&bytes[HEADER_BYTES..]).expect("utf-8"),
+            r#"{"cursor":0,"remittances":[],"idempotency":[],"inbox":[],"incoming":[],"returns_due":[]}"#
+        );
+        let mut newer = bytes.clone();
+        newer[8] = 2;
+        let error = decode_snapshot(Path::new("snapshot-7.snap"), 7, &newer).err().expect("refused");
+        assert!(error.to_string().contains("format version 2"), "{error}");
+    }
+}
