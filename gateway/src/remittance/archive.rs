@@ -92,7 +92,10 @@ impl Archive {
             })?;
             rows.insert(record.uetr.as_bytes().as_slice(), json);
             if record.role == Role::Origin {
-                keys.insert(idempotency_key(&record.client_id, &record.idempotency_key), record.uetr.as_bytes().as_slice());
+                keys.insert(
+                    idempotency_key(&record.client_id, &record.idempotency_key),
+                    record.uetr.as_bytes().as_slice(),
+                );
                 index.insert(client_key(&record.client_id, record.created_at_ms(), &record.uetr), &[][..]);
             }
         }

@@ -152,12 +152,10 @@ impl Journal {
 /// `first, first + 1, ...` without a gap; returns the newest segment's
 /// sequence number (`first` when there is none yet).
 fn check_sequence(dir: &Path, first: u64, has_snapshot: bool, later: &[u64]) -> Result<u64, JournalError> {
-    let mut expected = first;
-    for &seq in later {
+    for (expected, &seq) in (first..).zip(later) {
         if seq != expected {
             return Err(missing(dir, expected, seq));
         }
-        expected += 1;
     }
     match later.last() {
         Some(&last) => Ok(last),
@@ -166,7 +164,10 @@ fn check_sequence(dir: &Path, first: u64, has_snapshot: bool, later: &[u64]) -> 
         None if has_snapshot => Err(JournalError::Corrupt {
             path: segment_path(dir, first),
             offset: 0,
-            reason: format!("segment missing: the snapshot covers segments up to {}, and no later segment exists", first - 1),
+            reason: format!(
+                "segment missing: the snapshot covers segments up to {}, and no later segment exists",
+                first - 1
+            ),
         }),
         None => Ok(first),
     }
@@ -259,11 +260,16 @@ impl SnapshotBody {
         let mut state = State { cursor: self.cursor, ..State::default() };
         for record in self.remittances {
             if record.role == Role::Origin {
-                state.by_client.entry(record.client_id.clone()).or_default().insert((record.created_at_ms(), record.uetr));
+                state
+                    .by_client
+                    .entry(record.client_id.clone())
+                    .or_default()
+                    .insert((record.created_at_ms(), record.uetr));
             }
             state.remittances.insert(record.uetr, Box::new(record));
         }
-        state.idempotency = self.idempotency.into_iter().map(|(client, key, uetr)| ((client, key), uetr)).collect::<HashMap<_, _>>();
+        state.idempotency =
+            self.idempotency.into_iter().map(|(client, key, uetr)| ((client, key), uetr)).collect::<HashMap<_, _>>();
         for message in self.inbox {
             state.inbox.insert(message.uetr, message);
         }
@@ -304,7 +310,10 @@ fn decode_snapshot(path: &Path, seq: u64, bytes: &[u8]) -> Result<State, Journal
         reason: format!("snapshot: {reason}"),
     };
     if bytes.len() < HEADER_BYTES {
-        return Err(corrupt(bytes.len(), format!("{} bytes, shorter than its {HEADER_BYTES}-byte header", bytes.len())));
+        return Err(corrupt(
+            bytes.len(),
+            format!("{} bytes, shorter than its {HEADER_BYTES}-byte header", bytes.len()),
+        ));
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes of the header"));
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes of the header"));
@@ -685,7 +694,10 @@ mod tests {
         bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
         std::fs::write(&sealed, &bytes).expect("write");
         let error = restart(dir.path()).expect_err("sealed");
-        assert!(matches!(&error, JournalError::Corrupt { path, offset, .. } if *path == sealed && *offset == length), "{error}");
+        assert!(
+            matches!(&error, JournalError::Corrupt { path, offset, .. } if *path == sealed && *offset == length),
+            "{error}"
+        );
     }
 
     #[test]

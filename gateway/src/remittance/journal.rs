@@ -583,7 +583,9 @@ impl Writer {
                 // The checkpointer may have stopped (it only compacts).
                 let _ = self.sealed.send(sealed.seq);
             }
-            Err(e) => warn!(path = %path.display(), error = %e, "cannot start a new journal segment; staying on the current one"),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot start a new journal segment; staying on the current one")
+            }
         }
     }
 }

@@ -99,7 +99,13 @@ impl Engine {
         let archive = &self.inner.archive;
         let internal = |e: super::archive::ArchiveError| RequestError::internal(e.to_string());
         let state = self.state();
-        let mut memory = state.by_client.get(client).into_iter().flat_map(|index| index.range((start, Bound::Unbounded))).copied().peekable();
+        let mut memory = state
+            .by_client
+            .get(client)
+            .into_iter()
+            .flat_map(|index| index.range((start, Bound::Unbounded)))
+            .copied()
+            .peekable();
         let mut archived: VecDeque<(u64, Uetr)> = VecDeque::new();
         let mut archive_from = start;
         let mut archive_done = false;
@@ -158,7 +164,10 @@ impl Engine {
                 memory.peek().is_some()
                     || !archived.is_empty()
                     || (!archive_done
-                        && archive.client_page(client, Bound::Excluded(key), 1).map(|next| !next.is_empty()).unwrap_or(false))
+                        && archive
+                            .client_page(client, Bound::Excluded(key), 1)
+                            .map(|next| !next.is_empty())
+                            .unwrap_or(false))
             });
         let token = if more { last.map(|(at, uetr)| format!("{at}_{uetr}")) } else { None };
         Ok((page, token))

@@ -25,8 +25,10 @@ impl Engine {
             if envelope.origin != caller.as_str() {
                 return Err(GrpcStatus::permission_denied(format!("messages[{i}].origin: not the caller {caller}")));
             }
-            messages
-                .push(inbox_message(envelope, now_ms()).map_err(|e| GrpcStatus::invalid_argument(format!("messages[{i}].{e}")))?);
+            messages.push(
+                inbox_message(envelope, now_ms())
+                    .map_err(|e| GrpcStatus::invalid_argument(format!("messages[{i}].{e}")))?,
+            );
         }
         let count = messages.len();
         let events: Vec<JournalEvent> =

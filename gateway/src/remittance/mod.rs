@@ -63,8 +63,8 @@ pub mod recent;
 pub mod record;
 pub mod reports;
 mod scanner;
-pub mod sweep;
 pub(crate) mod state;
+pub mod sweep;
 #[cfg(test)]
 mod testkit;
 pub mod validate;

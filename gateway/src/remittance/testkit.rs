@@ -50,7 +50,13 @@ pub(crate) fn payment_message(uetr: Uetr) -> PaymentMessage {
 /// The message of `uetr` as it would sit in the destination's inbox (salt 9s).
 pub(crate) fn incoming_message(uetr: Uetr) -> (InboxMessage, PaymentMessage) {
     let message = payment_message(uetr);
-    let inbox = InboxMessage { uetr, origin: message.origin.clone(), salt: vec![9; 32], message: message.to_bytes(), received_at_ms: 1_000 };
+    let inbox = InboxMessage {
+        uetr,
+        origin: message.origin.clone(),
+        salt: vec![9; 32],
+        message: message.to_bytes(),
+        received_at_ms: 1_000,
+    };
     (inbox, message)
 }
 
