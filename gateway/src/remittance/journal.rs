@@ -249,6 +249,13 @@ pub struct Journal {
     tx: mpsc::UnboundedSender<Request>,
 }
 
+#[async_trait::async_trait]
+impl super::ports::JournalPort for Journal {
+    async fn append(&self, events: &[JournalEvent]) -> Result<(), JournalError> {
+        Journal::append(self, events).await
+    }
+}
+
 impl Journal {
     /// Opens (or creates) the journal file at `path`, returns every stored
     /// event in order and starts the writer thread. A torn last frame (a

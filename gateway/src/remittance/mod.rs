@@ -51,19 +51,25 @@ pub mod errors;
 pub mod fx;
 pub mod journal;
 pub mod lifecycle;
-mod messages;
+pub mod messages;
 mod origin;
 pub mod party;
 pub mod payouts;
+pub mod ports;
 pub mod quote;
 pub mod recent;
 pub mod record;
+mod reporting;
 pub mod reports;
+#[cfg(test)]
+mod restart_tests;
 mod scanner;
 pub(crate) mod state;
 #[cfg(test)]
 mod testkit;
 pub mod validate;
+#[cfg(test)]
+mod workflow_tests;
 
 use iso_currency::Currency;
 use remit_settlement::MoneyError;
