@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use remit_settlement::ids::{ParticipantId, Uetr};
 use remit_settlement::{PayoutState, UetrMap};
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::engine::{
@@ -173,7 +174,7 @@ impl Engine {
                 }
                 () = async {
                     match next {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        Some(at) => tokio::time::sleep_until(at).await,
                         None => std::future::pending().await,
                     }
                 } => {}
