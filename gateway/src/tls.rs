@@ -4,7 +4,7 @@
 //!
 //! Each participant gets a certificate of its own from the network CA. Its
 //! subject alternative names: the URI `remit:participant:<id>`
-//! ([`crate::node::peer_identity::PARTICIPANT_URI_PREFIX`]), which the peer
+//! ([`PARTICIPANT_URI_PREFIX`]), which the peer
 //! service reads as the caller's identity; the DNS names [`NODE_TLS_NAME`]
 //! (which every client checks), `localhost` and the participant id; and the
 //! IP address 127.0.0.1 (loopback devnets).
@@ -12,6 +12,9 @@
 use std::path::{Path, PathBuf};
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// Prefix of the URI SAN that names a certificate's participant.
+pub const PARTICIPANT_URI_PREFIX: &str = "remit:participant:";
 
 /// Name every node certificate carries and every client checks.
 pub const NODE_TLS_NAME: &str = "remit-node";
@@ -98,7 +101,7 @@ pub fn generate_tls(keys_dir: &Path, participants: &[String]) -> Result<(), TlsE
         let names = vec![NODE_TLS_NAME.to_owned(), "localhost".to_owned(), participant.clone()];
         let mut params = rcgen::CertificateParams::new(names).map_err(generate)?;
         params.subject_alt_names.push(rcgen::SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-        let uri = format!("{}{participant}", crate::node::peer_identity::PARTICIPANT_URI_PREFIX);
+        let uri = format!("{PARTICIPANT_URI_PREFIX}{participant}");
         params.subject_alt_names.push(rcgen::SanType::URI(uri.as_str().try_into().map_err(generate)?));
         params.distinguished_name.push(rcgen::DnType::CommonName, participant.as_str());
         let cert = params.signed_by(&key, &ca_cert, &ca_key).map_err(generate)?;

@@ -13,11 +13,13 @@ use tracing::{info_span, Instrument};
 use super::auth::{Authenticator, ClientId, RateLimit};
 use super::convert;
 use crate::remittance::engine::{Engine, RequestError, SUBMIT_MANY_MAX};
+use crate::webhook::WebhookDispatcher;
 
 /// The gRPC service.
 #[derive(Clone, Debug)]
 pub struct RemittancesService {
     engine: Engine,
+    webhooks: Option<WebhookDispatcher>,
 }
 
 /// Adds `authorization: Bearer <key>` to every call (for clients of the API:
@@ -61,8 +63,9 @@ impl tonic::service::Interceptor for AuthInterceptor {
 pub fn server(
     engine: Engine,
     auth: Authenticator,
+    webhooks: Option<WebhookDispatcher>,
 ) -> InterceptedService<RemittancesServer<RemittancesService>, AuthInterceptor> {
-    InterceptedService::new(RemittancesServer::new(RemittancesService { engine }), AuthInterceptor(auth))
+    InterceptedService::new(RemittancesServer::new(RemittancesService { engine, webhooks }), AuthInterceptor(auth))
 }
 
 fn client<T>(request: &Request<T>) -> Result<String, Status> {
@@ -204,7 +207,7 @@ impl Remittances for RemittancesService {
             n => n.min(1_000) as usize,
         };
         Ok(Response::new(pb::ListWebhookDeliveriesResponse {
-            deliveries: super::webhook_deliveries(&self.engine, &client, limit),
+            deliveries: super::webhook_deliveries(self.webhooks.as_ref(), &client, limit),
         }))
     }
 }

@@ -17,11 +17,17 @@ use remit_proto::v1 as pb;
 use tracing::info;
 
 use crate::remittance::engine::Engine;
+use crate::webhook::WebhookDispatcher;
 use auth::Authenticator;
 
-/// The webhook delivery log of one client, newest first.
-pub fn webhook_deliveries(engine: &Engine, client: &str, limit: usize) -> Vec<pb::WebhookDelivery> {
-    let Some(webhooks) = engine.webhooks() else { return Vec::new() };
+/// The webhook delivery log of one client, newest first (empty when
+/// webhooks are not configured).
+pub fn webhook_deliveries(
+    webhooks: Option<&WebhookDispatcher>,
+    client: &str,
+    limit: usize,
+) -> Vec<pb::WebhookDelivery> {
+    let Some(webhooks) = webhooks else { return Vec::new() };
     webhooks
         .deliveries(client, limit)
         .into_iter()
@@ -74,16 +80,17 @@ pub async fn submit_all(
 
 /// The whole API as one router: gRPC (content-type application/grpc), REST
 /// and `/openapi.json`. Anything else answers 404 (gRPC: UNIMPLEMENTED), and
-/// every REST error is the documented JSON body.
-pub fn router(engine: Engine, auth: Authenticator) -> axum::Router {
+/// every REST error is the documented JSON body. `webhooks` serves the
+/// delivery log.
+pub fn router(engine: Engine, auth: Authenticator, webhooks: Option<WebhookDispatcher>) -> axum::Router {
     use tonic::server::NamedService as _;
     // The gRPC service by path (as tonic's own `Routes` mounts it), without
     // tonic's catch-all fallback: a REST path must not answer gRPC.
     let grpc = axum::Router::new().route_service(
         &format!("/{}/{{*method}}", pb::remittances_server::RemittancesServer::<grpc::RemittancesService>::NAME),
-        grpc::server(engine.clone(), auth.clone()),
+        grpc::server(engine.clone(), auth.clone(), webhooks.clone()),
     );
-    rest::router(engine, auth)
+    rest::router(engine, auth, webhooks)
         .route("/openapi.json", axum::routing::get(|| async { axum::Json(openapi::document()) }))
         .merge(grpc)
         .fallback(rest::not_found)

@@ -29,6 +29,7 @@ use tracing::{info_span, Instrument};
 use super::auth::{Authenticator, ClientId, RateLimit};
 use super::convert;
 use crate::remittance::engine::{Engine, ErrorKind, RequestError, SUBMIT_MANY_MAX};
+use crate::webhook::WebhookDispatcher;
 
 /// Most statuses one `status` filter may name.
 const STATUS_FILTER_MAX: usize = 16;
@@ -221,8 +222,9 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
-/// The REST router (authenticated), without `/openapi.json`.
-pub fn router(engine: Engine, auth: Authenticator) -> Router {
+/// The REST router (authenticated), without `/openapi.json`; `webhooks`
+/// serves the delivery log.
+pub fn router(engine: Engine, auth: Authenticator, webhooks: Option<WebhookDispatcher>) -> Router {
     Router::new()
         .route("/v1/quotes", post(create_quote))
         .route("/v1/remittances", post(create_remittance).get(list_remittances))
@@ -230,7 +232,7 @@ pub fn router(engine: Engine, auth: Authenticator) -> Router {
         .route("/v1/remittances/{uetr}", get(get_remittance))
         .route("/v1/remittances/{uetr}/events", get(watch_remittance))
         .route("/v1/remittances/{uetr}/cancel", post(cancel_remittance))
-        .route("/v1/webhooks/deliveries", get(list_deliveries))
+        .route("/v1/webhooks/deliveries", get(list_deliveries).layer(Extension(Webhooks(webhooks))))
         // On the routes only: an unknown path is 404 whoever asks.
         .route_layer(axum::middleware::from_fn_with_state(auth, authenticate))
         .with_state(engine)
@@ -423,8 +425,12 @@ struct DeliveriesQuery {
     limit: Option<u32>,
 }
 
+/// The webhook dispatcher of the delivery log route.
+#[derive(Clone)]
+struct Webhooks(Option<WebhookDispatcher>);
+
 async fn list_deliveries(
-    State(engine): State<Engine>,
+    Extension(webhooks): Extension<Webhooks>,
     Extension(client): Extension<ClientId>,
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> ApiResult<pb::ListWebhookDeliveriesResponse> {
@@ -434,5 +440,7 @@ async fn list_deliveries(
         Some(limit @ 1..=1_000) => limit as usize,
         Some(_) => return Err(ApiError::malformed("limit", "must be 1 to 1000")),
     };
-    Ok(Json(pb::ListWebhookDeliveriesResponse { deliveries: super::webhook_deliveries(&engine, &client.0, limit) }))
+    Ok(Json(pb::ListWebhookDeliveriesResponse {
+        deliveries: super::webhook_deliveries(webhooks.0.as_ref(), &client.0, limit),
+    }))
 }

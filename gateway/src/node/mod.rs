@@ -11,15 +11,19 @@
 //!   ([`intake::RemoteIntake`]). It has no Raft vote and signs no shares.
 
 pub mod certifier;
+pub mod clock;
 pub mod follower;
 pub mod http;
 pub mod intake;
+pub mod ledger_port;
+pub mod message_exchange;
 pub mod peer_access;
 pub mod peer_identity;
 pub mod peers;
 pub mod proposer;
 pub mod raft_network;
 pub mod service;
+pub mod webhook_sink;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,8 +45,9 @@ use crate::api::auth::Authenticator;
 use crate::config::NodeConfig;
 use crate::constants::{GRPC_MESSAGE_BYTES_MAX, RAFT_APPEND_ENTRIES_MAX};
 use crate::metrics::Metrics;
-use crate::remittance::engine::{Engine, EngineConfig, LedgerAccess, StoreOptions};
+use crate::remittance::engine::{Engine, EngineConfig, StoreOptions};
 use crate::remittance::journal::JournalOptions;
+use crate::remittance::ports::{EnginePorts, EventSink};
 use crate::remittance::recent::RecentBlocks;
 use crate::remittance::{Corridors, FileRateSource, RateSource, RateTable, StaticRates};
 use crate::tls::NodeTls;
@@ -273,12 +278,16 @@ impl Node {
         let (RoleStart { parts, intake, certifier }, role_servers) = started;
         servers.extend(role_servers);
 
-        let ledger = LedgerAccess { intake: intake.clone(), chain: chain.clone(), peers: peers.clone(), recent_blocks };
+        let adapters = EngineAdapters {
+            ledger: Arc::new(ledger_port::IntakeLedger::new(intake.clone())),
+            blocks: Arc::new(ledger_port::ChainBlocks::new(chain.clone(), recent_blocks)),
+            exchange: Arc::new(message_exchange::PeerExchange::new(peers.clone(), participant.clone())),
+        };
         // The gateway's private records (customer data) live apart from the
         // ledger, so a ledger directory can be handed to an auditor as is.
         let gateway_dir = config.node.data_dir.join(GATEWAY_SUBDIR);
         let (gateway_db, journal_path) = open_gateway_store(&gateway_dir)?;
-        let engine = start_engine(&config, &network, &gateway_db, &journal_path, ledger)?;
+        let (engine, webhooks) = start_engine(&config, &network, &gateway_db, &journal_path, adapters)?;
         let governance = http::GovernanceEndpoint {
             chain_id: network.chain_id.clone(),
             governance: network.governance.clone(),
@@ -295,9 +304,10 @@ impl Node {
                 (Some(cert), Some(key)) => Some(crate::api::listener::server_config(cert, key).map_err(setup)?),
                 _ => None,
             };
-            let handle = crate::api::serve_router(listen, crate::api::router(engine.clone(), auth), tls)
-                .await
-                .map_err(|e| NodeError::Server(format!("config key `api.listen` ({listen}): {e}")))?;
+            let handle =
+                crate::api::serve_router(listen, crate::api::router(engine.clone(), auth, webhooks.clone()), tls)
+                    .await
+                    .map_err(|e| NodeError::Server(format!("config key `api.listen` ({listen}): {e}")))?;
             servers.push(handle);
         }
 
@@ -491,8 +501,6 @@ fn start_gateway(links: RoleLinks, servers: &mut Vec<tokio::task::JoinHandle<()>
     }
 }
 
-/// Opens the remittance engine: corridors, rates, keys, payout adapter and
-/// webhooks from the configuration.
 /// Opens the gateway's private store: the remittance journal
 /// (`<dir>/journal.log`) and a sled database for the webhook queue
 /// (`<dir>/db`). Refuses the layout of earlier versions (the journal in sled)
@@ -511,13 +519,23 @@ fn open_gateway_store(dir: &Path) -> Result<(sled::Db, PathBuf), NodeError> {
     Ok((db, dir.join(crate::remittance::journal::JOURNAL_FILE)))
 }
 
+/// The engine's ports that the node's ledger parts serve.
+struct EngineAdapters {
+    ledger: Arc<ledger_port::IntakeLedger>,
+    blocks: Arc<ledger_port::ChainBlocks>,
+    exchange: Arc<message_exchange::PeerExchange>,
+}
+
+/// Opens the remittance engine: corridors, rates, keys, payout adapter and
+/// webhooks from the configuration; the webhook dispatcher is returned for
+/// the wallet API's delivery log.
 fn start_engine(
     config: &NodeConfig,
     network: &NetworkConfig,
     db: &sled::Db,
     journal_path: &Path,
-    ledger: LedgerAccess,
-) -> Result<Engine, NodeError> {
+    adapters: EngineAdapters,
+) -> Result<(Engine, Option<WebhookDispatcher>), NodeError> {
     let section = &config.remittance;
     let corridors = match &section.corridors_file {
         Some(path) => {
@@ -567,7 +585,19 @@ fn start_engine(
         dispatcher.spawn();
         Some(dispatcher)
     };
-    Engine::start(engine_config, journal_path, ledger, Arc::new(PassThrough), payout, webhooks).map_err(setup)
+    let ports = EnginePorts {
+        ledger: adapters.ledger,
+        blocks: adapters.blocks,
+        exchange: adapters.exchange,
+        payout,
+        screening: Arc::new(PassThrough),
+        clock: Arc::new(clock::SystemClock),
+        events: webhooks
+            .clone()
+            .map(|dispatcher| Arc::new(webhook_sink::WebhookSink::new(dispatcher)) as Arc<dyn EventSink>),
+    };
+    let engine = Engine::start(engine_config, journal_path, ports).map_err(setup)?;
+    Ok((engine, webhooks))
 }
 
 /// Every node this one talks to, from `[[peers]]`, checked against

@@ -40,8 +40,7 @@ use sha2::{Digest, Sha256};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Status};
 
-/// Prefix of the URI SAN that names a certificate's participant.
-pub const PARTICIPANT_URI_PREFIX: &str = "remit:participant:";
+pub use crate::tls::PARTICIPANT_URI_PREFIX;
 /// Domain separation of a signed peer request.
 pub const PEER_REQUEST_NAMESPACE: &[u8] = b"REMIT_PEER_REQUEST_V1";
 /// Metadata: the signing participant's id.

@@ -22,7 +22,7 @@ use remit_proto::v1::{
     GetTipResponse, GossipAck, RaftReply, RaftRequest, ShareMessage, SubmitBatchReply, SubmitBatchRequest,
     SubmitGovernanceRequest, SubmitReportsRequest,
 };
-use remit_settlement::ids::Height;
+use remit_settlement::ids::{Height, Uetr};
 use remit_settlement::replica::state_machine::lock;
 use remit_settlement::replica::{decode_message, encode_message, Raft, SharedChain, TypeConfig};
 use remit_settlement::store::LedgerStore;
@@ -33,11 +33,13 @@ use tracing::{info_span, Instrument};
 use super::certifier::CertifierEvent;
 use super::follower::CertifiedHeight;
 use super::intake::LedgerIntake;
+use super::message_exchange::{envelope, from_envelope, receive_status};
 use super::peer_access;
 use super::peer_identity::{method, PeerAuthenticator};
 use super::RoleParts;
 use crate::constants::GET_BLOCKS_LIMIT_MAX;
 use crate::remittance::engine::Engine;
+use crate::remittance::messages::uetr_from_bytes;
 
 /// Pause between re-reads of a long poll whose first block has a newer
 /// certified block above it but no certificate of its own yet.
@@ -252,7 +254,12 @@ impl Peer for PeerService {
         let messages = request.into_inner().messages;
         let span = info_span!("remit.peer.deliver_messages", count = messages.len(), %caller);
         peer_access::check_delivery(&caller, &messages)?;
-        let stored = self.engine.receive_messages(&caller, messages).instrument(span).await?;
+        let messages = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| from_envelope(e).map_err(|e| Status::invalid_argument(format!("messages[{i}].{e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stored = self.engine.receive_messages(&caller, messages).instrument(span).await.map_err(receive_status)?;
         Ok(Response::new(DeliverPaymentMessagesReply { stored: u32::try_from(stored).unwrap_or(u32::MAX) }))
     }
 
@@ -265,7 +272,12 @@ impl Peer for PeerService {
         let span = info_span!("remit.peer.fetch_messages", count = request.uetrs.len(), %caller);
         let _guard = span.enter();
         let allowed = peer_access::fetchable(&self.chain, &caller, &request.destination, &request.uetrs)?;
-        let (messages, unknown) = self.engine.messages_for(&allowed, &caller)?;
-        Ok(Response::new(FetchPaymentMessagesReply { messages, unknown }))
+        // Parsed (and refused if malformed) by `fetchable`.
+        let allowed: Vec<Uetr> = allowed.iter().filter_map(|bytes| uetr_from_bytes(bytes)).collect();
+        let (messages, unknown) = self.engine.messages_for(&allowed, &caller).map_err(receive_status)?;
+        Ok(Response::new(FetchPaymentMessagesReply {
+            messages: messages.iter().map(envelope).collect(),
+            unknown: unknown.iter().map(|uetr| uetr.as_bytes().to_vec()).collect(),
+        }))
     }
 }

@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use remit_settlement::Uetr;
 
 use super::{
-    is_reason_code, traced_pay, traced_status, AdapterFuture, PayoutAdapter, PayoutConfigError, PayoutInstruction,
-    PayoutResult, PayoutStatus, PAYOUT_REASON_LEN_MAX, PAYOUT_REFERENCE_LEN_MAX, PAYOUT_RESPONSE_BYTES_MAX,
-    PAYOUT_TIMEOUT_MS_MAX, REASON_CODE_NARRATIVE,
+    is_reason_code, traced_pay, traced_status, PayoutAdapter, PayoutConfigError, PayoutInstruction, PayoutResult,
+    PayoutStatus, PAYOUT_REASON_LEN_MAX, PAYOUT_REFERENCE_LEN_MAX, PAYOUT_RESPONSE_BYTES_MAX, PAYOUT_TIMEOUT_MS_MAX,
+    REASON_CODE_NARRATIVE,
 };
 use crate::outbound::{describe_transport_error, truncate_chars};
 use crate::remittance::party::Party;
@@ -199,13 +199,14 @@ impl HttpPayoutAdapter {
     }
 }
 
+#[async_trait::async_trait]
 impl PayoutAdapter for HttpPayoutAdapter {
-    fn pay<'a>(&'a self, instruction: &'a PayoutInstruction) -> AdapterFuture<'a, PayoutResult> {
-        traced_pay(self.name(), instruction, self.pay_http(instruction))
+    async fn pay(&self, instruction: &PayoutInstruction) -> PayoutResult {
+        traced_pay(self.name(), instruction, self.pay_http(instruction)).await
     }
 
-    fn status(&self, uetr: Uetr) -> AdapterFuture<'_, PayoutStatus> {
-        traced_status(self.name(), uetr, self.status_http(uetr))
+    async fn status(&self, uetr: Uetr) -> PayoutStatus {
+        traced_status(self.name(), uetr, self.status_http(uetr)).await
     }
 
     fn name(&self) -> &'static str {

@@ -28,9 +28,9 @@ use std::pin::Pin;
 
 use tracing::Instrument as _;
 
-use remit_settlement::{Money, ParticipantId, Uetr};
+use remit_settlement::Uetr;
 
-use crate::remittance::party::Party;
+pub use crate::remittance::ports::{PayoutAdapter, PayoutInstruction, PayoutResult, PayoutStatus};
 
 pub mod config;
 pub mod http;
@@ -56,131 +56,8 @@ pub const REASON_CODE_NARRATIVE: &str = "NARR";
 
 const _: () = assert!(PAYOUT_TIMEOUT_MS_DEFAULT <= PAYOUT_TIMEOUT_MS_MAX);
 
-/// What the destination gateway asks its bank to pay.
-#[derive(Clone, Debug)]
-pub struct PayoutInstruction {
-    /// The remittance's UETR; also the idempotency key of the payout.
-    pub uetr: Uetr,
-    /// The origin gateway.
-    pub origin: ParticipantId,
-    /// Who is credited, and to which account.
-    pub beneficiary: Party,
-    /// The amount credited, in the payout currency.
-    pub amount: Money,
-    /// ISO 20022 purpose code, e.g. `FAMI` (family maintenance).
-    pub purpose: String,
-    /// Unstructured remittance information for the beneficiary.
-    pub remittance_information: String,
-}
-
-/// The outcome of a payout.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PayoutResult {
-    /// The beneficiary was credited.
-    Paid {
-        /// The bank's reference of the credit.
-        reference: String,
-    },
-    /// The bank refused for good; `reason_code` is an ISO 20022
-    /// ExternalReturnReason1Code (4 chars, e.g. "AC04" closed account, "AC01"
-    /// incorrect account number, "AC06" blocked account, "AM09"), `reason`
-    /// human text.
-    Refused {
-        /// ISO 20022 return reason code, 4 uppercase letters or digits.
-        reason_code: String,
-        /// Human-readable reason.
-        reason: String,
-    },
-    /// Could not tell (timeout, 5xx, connection refused): try again later with
-    /// the same uetr.
-    Failed {
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-impl PayoutResult {
-    /// `paid`, `refused` or `failed`, for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PayoutResult::Paid { .. } => "paid",
-            PayoutResult::Refused { .. } => "refused",
-            PayoutResult::Failed { .. } => "failed",
-        }
-    }
-
-    pub(crate) fn refused(reason_code: &str, reason: &str) -> Self {
-        PayoutResult::Refused { reason_code: reason_code.to_owned(), reason: reason.to_owned() }
-    }
-
-    pub(crate) fn failed(reason: impl Into<String>) -> Self {
-        PayoutResult::Failed { reason: reason.into() }
-    }
-}
-
-/// What the bank knows of a payout, asked by UETR ([`PayoutAdapter::status`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PayoutStatus {
-    /// The bank credited the beneficiary.
-    Paid {
-        /// The bank's reference of the credit.
-        reference: String,
-    },
-    /// The bank refused the payout for good.
-    Refused {
-        /// ISO 20022 return reason code, 4 uppercase letters or digits.
-        reason_code: String,
-        /// Human-readable reason.
-        reason: String,
-    },
-    /// The bank never received a payout with this UETR: it may be paid now
-    /// (still under the same idempotency key).
-    Unknown,
-    /// Could not tell (timeout, 5xx, an answer that is not a status): ask
-    /// again later.
-    Failed {
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-impl PayoutStatus {
-    /// `paid`, `refused`, `unknown` or `failed`, for logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PayoutStatus::Paid { .. } => "paid",
-            PayoutStatus::Refused { .. } => "refused",
-            PayoutStatus::Unknown => "unknown",
-            PayoutStatus::Failed { .. } => "failed",
-        }
-    }
-}
-
-impl From<PayoutResult> for PayoutStatus {
-    fn from(result: PayoutResult) -> Self {
-        match result {
-            PayoutResult::Paid { reference } => PayoutStatus::Paid { reference },
-            PayoutResult::Refused { reason_code, reason } => PayoutStatus::Refused { reason_code, reason },
-            PayoutResult::Failed { reason } => PayoutStatus::Failed { reason },
-        }
-    }
-}
-
 /// A boxed future an adapter answers with.
 pub type AdapterFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Pays beneficiaries at the destination.
-pub trait PayoutAdapter: Send + Sync + 'static {
-    /// Pays (idempotent per `uetr`: paying the same uetr again must not credit
-    /// twice and returns the first outcome).
-    fn pay<'a>(&'a self, instruction: &'a PayoutInstruction) -> AdapterFuture<'a, PayoutResult>;
-    /// What the bank knows of the payout of `uetr`: its outcome, or that it
-    /// never received it. Asked after a restart for every payout that was in
-    /// flight, before paying it.
-    fn status(&self, uetr: Uetr) -> AdapterFuture<'_, PayoutStatus>;
-    /// Short name for logs and metrics ("simulated", "http").
-    fn name(&self) -> &'static str;
-}
 
 /// True for an ISO 20022 reason code: exactly 4 ASCII uppercase letters or digits.
 pub fn is_reason_code(code: &str) -> bool {
@@ -252,8 +129,10 @@ pub(crate) mod test_support {
     use iso_currency::Currency;
     use rust_decimal::Decimal;
 
+    use remit_settlement::{Money, ParticipantId};
+
     use super::*;
-    use crate::remittance::party::{Account, AccountScheme, NaturalPersonName, Person};
+    use crate::remittance::party::{Account, AccountScheme, NaturalPersonName, Party, Person};
 
     pub(crate) fn party(account: &str) -> Party {
         Party {

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use remit_settlement::Uetr;
 
 use super::{
-    traced_pay, traced_status, AdapterFuture, PayoutAdapter, PayoutConfigError, PayoutInstruction, PayoutResult,
-    PayoutSection, PayoutStatus,
+    traced_pay, traced_status, PayoutAdapter, PayoutConfigError, PayoutInstruction, PayoutResult, PayoutSection,
+    PayoutStatus,
 };
 
 /// The book's file name inside the node's data directory.
@@ -481,13 +481,14 @@ fn simulated_reference(uetr: Uetr) -> String {
     format!("SIM-{}", hex::encode(&uetr.as_bytes()[..4]))
 }
 
+#[async_trait::async_trait]
 impl PayoutAdapter for SimulatedBook {
-    fn pay<'a>(&'a self, instruction: &'a PayoutInstruction) -> AdapterFuture<'a, PayoutResult> {
-        traced_pay(self.name(), instruction, self.pay_durably(instruction))
+    async fn pay(&self, instruction: &PayoutInstruction) -> PayoutResult {
+        traced_pay(self.name(), instruction, self.pay_durably(instruction)).await
     }
 
-    fn status(&self, uetr: Uetr) -> AdapterFuture<'_, PayoutStatus> {
-        traced_status(self.name(), uetr, self.status_durably(uetr))
+    async fn status(&self, uetr: Uetr) -> PayoutStatus {
+        traced_status(self.name(), uetr, self.status_durably(uetr)).await
     }
 
     fn name(&self) -> &'static str {

@@ -74,6 +74,18 @@ impl Archive {
         Ok(Self { path: path.to_owned(), db, records, idempotency, by_client })
     }
 
+    /// An archive that lives only as long as this handle (for an engine on
+    /// a mock journal, whose state does not outlive the process either).
+    pub fn temporary() -> Result<Self, ArchiveError> {
+        let path = PathBuf::from("(temporary archive)");
+        let store = |source| ArchiveError::Store { path: path.clone(), source };
+        let db = sled::Config::new().temporary(true).open().map_err(store)?;
+        let records = db.open_tree("archive/remittances").map_err(store)?;
+        let idempotency = db.open_tree("archive/idempotency").map_err(store)?;
+        let by_client = db.open_tree("archive/by_client").map_err(store)?;
+        Ok(Self { path, db, records, idempotency, by_client })
+    }
+
     fn store_error(&self, source: sled::Error) -> ArchiveError {
         ArchiveError::Store { path: self.path.clone(), source }
     }

@@ -4,27 +4,24 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use remit_settlement::block::Block;
-use remit_settlement::ids::{Height, ParticipantId, Uetr};
-use remit_settlement::replica::state_machine::lock as lock_chain;
-use remit_settlement::store::LedgerStore;
-use remit_settlement::UetrMap;
+use remit_settlement::ids::{ParticipantId, Uetr};
+use remit_settlement::{PayoutState, UetrMap};
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::engine::{
-    now_ms, Engine, FETCH_MESSAGES_MAX, MESSAGE_FETCH_ATTEMPTS_MAX, MESSAGE_FETCH_FIRST_WAIT, MESSAGE_FETCH_GIVE_UP,
+    Engine, FETCH_MESSAGES_MAX, MESSAGE_FETCH_ATTEMPTS_MAX, MESSAGE_FETCH_FIRST_WAIT, MESSAGE_FETCH_GIVE_UP,
     MESSAGE_FETCH_TICK, MESSAGE_FETCH_WAIT_MAX, PAYOUT_BATCHES_IN_FLIGHT_MAX, PAYOUT_BATCH_MAX,
 };
 use super::journal::{InboxMessage, IncomingTransfer, JournalEvent};
-use super::messages::{inbox_message, uetr_from_bytes};
 use super::payouts::{payout_step, settle, PayoutStep, RetryPolicy};
+use super::ports::{PayoutInstruction, PayoutResult};
 use super::record::Remittance;
 use super::scanner;
 use super::state::{accepted_event, verify_message};
-use crate::payout::{PayoutInstruction, PayoutResult};
 
 /// A certified incoming transfer whose message is being fetched.
 pub(super) struct Awaited {
@@ -80,7 +77,7 @@ impl Engine {
         loop {
             let (cursor, certified) = {
                 let cursor = self.state().cursor;
-                let certified = lock_chain(&self.inner.ledger.chain).certified_height().map_or(0, |h| h.0);
+                let certified = self.ports().blocks.certified_height();
                 (cursor, certified)
             };
             if certified <= cursor {
@@ -91,22 +88,9 @@ impl Engine {
             let mut scan = scanner::BlockScan::default();
             let mut reached = cursor;
             for height in cursor + 1..=certified.min(cursor + 64) {
-                let block = match self.inner.ledger.recent_blocks.take(height) {
-                    Some(block) => block,
-                    None => {
-                        let chain = self.inner.ledger.chain.clone();
-                        let bytes = tokio::task::spawn_blocking(move || {
-                            lock_chain(&chain).store().block_bytes(Height(height)).ok().flatten()
-                        })
-                        .await
-                        .ok()
-                        .flatten();
-                        // A block still missing after a snapshot install: wait for backfill.
-                        let Some(block) = bytes.and_then(|b| Block::decode(&b).ok()) else { break };
-                        Arc::new(block)
-                    }
-                };
-                scan.extend(scanner::scan_block(&block, &self.inner.config.me, &self.state(), now_ms()));
+                // A block still missing after a snapshot install: wait for backfill.
+                let Some(block) = self.ports().blocks.block(height).await else { break };
+                scan.extend(scanner::scan_block(&block, &self.inner.config.me, &self.state(), self.now_ms()));
                 reached = height;
             }
             if reached == cursor {
@@ -133,7 +117,7 @@ impl Engine {
     /// The destination record for an incoming transfer if `message` is its
     /// payment message (see [`verify_message`]).
     pub(super) fn verify_message(&self, incoming: &IncomingTransfer, message: &InboxMessage) -> Option<Remittance> {
-        verify_message(&self.inner.config.me, incoming, message, now_ms())
+        verify_message(&self.inner.config.me, incoming, message, self.now_ms())
     }
 
     /// Records incoming transfers whose messages checked out (journalling
@@ -190,7 +174,7 @@ impl Engine {
                 }
                 () = async {
                     match next {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        Some(at) => tokio::time::sleep_until(at).await,
                         None => std::future::pending().await,
                     }
                 } => {}
@@ -221,23 +205,21 @@ impl Engine {
             }
         }
         for (origin, uetrs) in by_origin {
-            let peers = &self.inner.ledger.peers;
+            let exchange = &self.ports().exchange;
             for chunk in uetrs.chunks(FETCH_MESSAGES_MAX) {
                 let mut found: HashMap<Uetr, InboxMessage> = HashMap::new();
                 let mut unknown: HashSet<Uetr> = HashSet::new();
-                if peers.participant(&origin).is_some() {
-                    let request = remit_proto::v1::FetchPaymentMessagesRequest {
-                        uetrs: chunk.iter().map(|uetr| uetr.as_bytes().to_vec()).collect(),
-                        destination: self.inner.config.me.to_string(),
-                    };
+                if exchange.knows(&origin) {
                     let span = info_span!("remit.remittance.fetch_messages", %origin, count = chunk.len());
-                    if let Ok(reply) = peers.fetch_payment_messages(&origin, request).instrument(span).await {
-                        unknown.extend(reply.unknown.iter().filter_map(|bytes| uetr_from_bytes(bytes)));
-                        for envelope in reply.messages {
-                            if let Ok(message) = inbox_message(envelope, now_ms()) {
-                                found.insert(message.uetr, message);
-                            }
-                        }
+                    if let Ok(reply) = exchange.fetch(&origin, chunk).instrument(span).await {
+                        unknown.extend(reply.unknown);
+                        let received_at_ms = self.now_ms();
+                        found.extend(
+                            reply
+                                .messages
+                                .into_iter()
+                                .map(|message| (message.uetr, InboxMessage { received_at_ms, ..message })),
+                        );
                     }
                 }
                 let now = Instant::now();
@@ -275,7 +257,7 @@ impl Engine {
                     if let Err(error) = self.commit(events).await {
                         warn!(%error, "cannot journal the returns; they are fetched again after a restart");
                     } else {
-                        reports.into_iter().for_each(|report| super::reports::queue(self, report));
+                        reports.into_iter().for_each(|report| self.queue_report(report));
                     }
                 }
             }
@@ -343,20 +325,18 @@ impl Engine {
                 due.push((instruction, ask_first));
             }
         }
-        {
-            let chain = lock_chain(&self.inner.ledger.chain);
-            due.retain(|(instruction, _)| {
-                chain
-                    .state()
-                    .applied_transfer(&instruction.uetr)
-                    .is_none_or(|t| t.payout == remit_settlement::PayoutState::Open)
-            });
+        if !due.is_empty() {
+            let uetrs: Vec<Uetr> = due.iter().map(|(instruction, _)| instruction.uetr).collect();
+            let states = self.ports().blocks.payout_states(&uetrs);
+            let mut states = states.into_iter();
+            // A transfer already reported on the ledger is not paid again.
+            due.retain(|_| states.next().flatten().is_none_or(|state| state == PayoutState::Open));
         }
         let starting: Vec<Uetr> = due.iter().filter(|(_, ask_first)| !ask_first).map(|(i, _)| i.uetr).collect();
         if !starting.is_empty() {
             // No bank call before this is durable: a payout the journal does
             // not show in flight is never asked for after a restart.
-            let event = JournalEvent::PayoutStarted { uetrs: starting, at_ms: now_ms() };
+            let event = JournalEvent::PayoutStarted { uetrs: starting, at_ms: self.now_ms() };
             if let Err(error) = self.commit(vec![event]).await {
                 warn!(%error, "cannot journal payouts as started; not paying them");
                 due.retain(|(_, ask_first)| *ask_first);
@@ -364,7 +344,7 @@ impl Engine {
         }
         let mut payouts = tokio::task::JoinSet::new();
         for (instruction, ask_first) in due {
-            let adapter = self.inner.payout.clone();
+            let adapter = self.ports().payout.clone();
             payouts.spawn(async move {
                 let outcome = settle(adapter.as_ref(), &instruction, ask_first, RetryPolicy::DEFAULT).await;
                 (instruction.uetr, outcome)
@@ -397,7 +377,7 @@ impl Engine {
             return;
         }
         for report in reports {
-            super::reports::queue(self, report);
+            self.queue_report(report);
         }
     }
 }

@@ -15,33 +15,27 @@
 //!
 //! Destination side: a certified transfer to this gateway is matched with its
 //! payment message (pushed by the origin, or fetched from it), checked
-//! against the ledger commitment, paid through the [`PayoutAdapter`], and the
+//! against the ledger commitment, paid through the [`PayoutAdapter`](super::ports::PayoutAdapter), and the
 //! outcome reported on the ledger in a batch signed by this gateway.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use remit_compliance::Screening;
 use remit_settlement::ids::{ChainId, ParticipantId, Uetr};
-use remit_settlement::replica::SharedChain;
 use remit_settlement::UetrMap;
 use tokio::sync::{broadcast, mpsc, Notify};
-use tonic::Status as GrpcStatus;
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use super::archive::{Archive, ArchiveError, GATEWAY_ARCHIVE_SUBDIR};
 use super::corridor::Corridors;
 use super::fx::RateSource;
 use super::journal::{IncomingTransfer, Journal, JournalError, JournalEvent, JournalOptions};
 use super::payouts::{payout_step, PayoutQueue, PayoutStep};
+use super::ports::{EnginePorts, JournalPort};
 use super::quote::QuoteBook;
 use super::record::{Remittance, Role, Status};
 use super::state::State;
-use crate::node::peers::Peers;
-use crate::payout::PayoutAdapter;
-use crate::webhook::{WebhookDispatcher, WebhookEvent};
 
 pub use super::errors::{ErrorKind, RequestError};
 pub use super::validate::{CreateInput, ListFilter, IDEMPOTENCY_KEY_LEN_MAX, REMITTANCE_INFORMATION_LEN_MAX};
@@ -143,38 +137,15 @@ pub enum EngineStartError {
     Archive(#[from] ArchiveError),
 }
 
-/// Where the engine submits to and reads from: the local node.
-#[derive(Clone)]
-pub struct LedgerAccess {
-    /// Where batches and reports go: the local proposer (validator) or the
-    /// validators (gateway).
-    pub intake: Arc<dyn crate::node::intake::LedgerIntake>,
-    /// The local chain.
-    pub chain: SharedChain,
-    /// Clients to the other gateways.
-    pub peers: Peers,
-    /// Blocks the local node applied recently.
-    pub recent_blocks: super::recent::RecentBlocks,
-}
-
-impl std::fmt::Debug for LedgerAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LedgerAccess")
-    }
-}
-
 pub(super) struct Inner {
     pub(super) config: EngineConfig,
     pub(super) quotes: QuoteBook,
-    pub(super) screening: Arc<dyn Screening>,
-    pub(super) payout: Arc<dyn PayoutAdapter>,
-    pub(super) webhooks: Option<WebhookDispatcher>,
+    pub(super) ports: EnginePorts,
     /// Status changes already announced to webhooks, per origin remittance
     /// (how long a prefix of its history).
     pub(super) announced: Mutex<UetrMap<usize>>,
-    pub(super) ledger: LedgerAccess,
     pub(super) state: Mutex<State>,
-    pub(super) journal: Journal,
+    pub(super) journal: Arc<dyn JournalPort>,
     /// Terminal remittances that left memory.
     pub(super) archive: Archive,
     pub(super) updates: broadcast::Sender<Arc<Remittance>>,
@@ -199,27 +170,49 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Engine {
-    /// Opens the engine on the node's database and starts its tasks.
+    /// Opens the journal at `journal_path`, replays it, and starts the
+    /// engine's tasks on `ports`.
     pub fn start(
         config: EngineConfig,
         journal_path: &std::path::Path,
-        ledger: LedgerAccess,
-        screening: Arc<dyn Screening>,
-        payout: Arc<dyn PayoutAdapter>,
-        webhooks: Option<WebhookDispatcher>,
+        ports: EnginePorts,
     ) -> Result<Self, EngineStartError> {
         let (journal, replay) = Journal::open_with(journal_path, config.store.journal)?;
         let archive_dir = journal_path.parent().unwrap_or(std::path::Path::new(".")).join(GATEWAY_ARCHIVE_SUBDIR);
         let archive = Archive::open(&archive_dir)?;
-        let mut state = replay.snapshot.unwrap_or_default();
+        info!(
+            snapshot = ?replay.snapshot_path,
+            segments = replay.segments.len(),
+            "journal opened"
+        );
+        let state = replay.snapshot.unwrap_or_default();
+        Self::start_restored(config, Arc::new(journal), state, replay.events, archive, ports)
+    }
+
+    /// Starts the engine on `journal`, whose replayed `events` rebuild the
+    /// state (tests pass a mock journal, or a real one reopened), with an
+    /// archive that lives as long as the process.
+    pub fn start_with_journal(
+        config: EngineConfig,
+        journal: Arc<dyn JournalPort>,
+        events: Vec<JournalEvent>,
+        ports: EnginePorts,
+    ) -> Result<Self, EngineStartError> {
+        Self::start_restored(config, journal, State::default(), events, Archive::temporary()?, ports)
+    }
+
+    /// Starts the engine on `state` (from a snapshot) and the `events`
+    /// journalled after it.
+    fn start_restored(
+        config: EngineConfig,
+        journal: Arc<dyn JournalPort>,
+        mut state: State,
+        events: Vec<JournalEvent>,
+        archive: Archive,
+        ports: EnginePorts,
+    ) -> Result<Self, EngineStartError> {
         let from_snapshot = state.remittances.len();
-        let events = replay.events;
         let replayed = events.len();
         let mut changed = Vec::new();
         for event in events {
@@ -243,11 +236,8 @@ impl Engine {
         let inner = Arc::new(Inner {
             config,
             quotes,
-            screening,
-            payout,
-            webhooks,
+            ports,
             announced: Mutex::new(announced),
-            ledger,
             state: Mutex::new(state),
             journal,
             archive,
@@ -262,10 +252,8 @@ impl Engine {
         let engine = Self { inner };
         let resumed = engine.resume();
         info!(
-            snapshot = ?replay.snapshot_path,
             snapshot_records = from_snapshot,
             events = replayed,
-            segments = replay.segments.len(),
             resumed,
             cursor = engine.state().cursor,
             "remittance engine started"
@@ -275,12 +263,12 @@ impl Engine {
         tokio::spawn(engine.clone().run_follower());
         tokio::spawn(engine.clone().run_payouts(payout_rx));
         tokio::spawn(engine.clone().run_fetcher(fetch_rx));
-        tokio::spawn(super::reports::run_reporter(engine.clone(), report_rx));
+        tokio::spawn(super::reporting::run_reporter(engine.clone(), report_rx));
         let purger = engine.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(30)).await;
-                purger.inner.quotes.purge_expired(now_ms());
+                purger.inner.quotes.purge_expired(purger.now_ms());
             }
         });
         Ok(engine)
@@ -300,7 +288,7 @@ impl Engine {
                 (Role::Destination, _) => match payout_step(record, return_due.is_some()) {
                     PayoutStep::Pay | PayoutStep::AskBank => self.inner.payout_tx.send(record.uetr),
                     PayoutStep::ReportCompleted => {
-                        super::reports::queue_completed(self, record.uetr);
+                        self.queue_report(super::reports::completed(record.uetr));
                         Ok(())
                     }
                     // Sent below with the returns that have no record.
@@ -313,7 +301,7 @@ impl Engine {
             }
         }
         for (uetr, (reason_code, reason)) in state.returns_due.iter() {
-            super::reports::queue_returned(self, *uetr, reason_code, reason);
+            self.queue_report(super::reports::return_due(*uetr, reason_code, reason).1);
             resumed += 1;
         }
         for (uetr, incoming) in state.incoming.iter() {
@@ -333,9 +321,13 @@ impl Engine {
         &self.inner.config.me
     }
 
-    /// The webhook dispatcher, when webhooks are configured.
-    pub fn webhooks(&self) -> Option<&WebhookDispatcher> {
-        self.inner.webhooks.as_ref()
+    /// Milliseconds since the Unix epoch, by the engine's clock.
+    pub(super) fn now_ms(&self) -> u64 {
+        self.inner.ports.clock.now_ms()
+    }
+
+    pub(super) fn ports(&self) -> &EnginePorts {
+        &self.inner.ports
     }
 
     /// Whether anyone would receive a change to one of `client`'s
@@ -343,7 +335,7 @@ impl Engine {
     /// records are not copied for publishing.
     pub(super) fn has_listeners(&self, client: &str) -> bool {
         self.inner.updates.receiver_count() > 0
-            || self.inner.webhooks.as_ref().is_some_and(|webhooks| webhooks.has_endpoint(client))
+            || self.inner.ports.events.as_ref().is_some_and(|events| events.has_endpoint(client))
     }
 
     /// Sends a changed record to watchers, and to webhooks one event per
@@ -351,8 +343,8 @@ impl Engine {
     /// time of the change (a record can pass several statuses between two
     /// publications, and can be published twice for one change).
     pub(super) fn publish(&self, record: Remittance) {
-        if let (Some(webhooks), Role::Origin) = (&self.inner.webhooks, record.role) {
-            if webhooks.has_endpoint(&record.client_id) {
+        if let (Some(events), Role::Origin) = (&self.inner.ports.events, record.role) {
+            if events.has_endpoint(&record.client_id) {
                 let from = {
                     let mut announced =
                         self.inner.announced.lock().expect("the announced lock is never held across a panic");
@@ -361,17 +353,7 @@ impl Engine {
                     from
                 };
                 if from < record.history.len() {
-                    let data = serde_json::to_value(crate::api::convert::remittance_json(&record)).unwrap_or_default();
-                    for change in &record.history[from..] {
-                        webhooks.enqueue(WebhookEvent {
-                            event_id: Uuid::new_v4().to_string(),
-                            client_id: record.client_id.clone(),
-                            uetr: record.uetr,
-                            status: change.status,
-                            created_at_ms: change.at_ms,
-                            data: data.clone(),
-                        });
-                    }
+                    events.publish(&record, &record.history[from..]);
                 }
             }
         }
@@ -426,20 +408,12 @@ impl Engine {
         &self.inner.config
     }
 
-    pub(crate) fn ledger(&self) -> &LedgerAccess {
-        &self.inner.ledger
-    }
-
-    pub(crate) fn report_sender(&self) -> &mpsc::UnboundedSender<super::reports::PendingReport> {
-        &self.inner.report_tx
+    /// Hands a journalled report to the reporter.
+    pub(super) fn queue_report(&self, report: super::reports::PendingReport) {
+        let _ = self.inner.report_tx.send(report);
     }
 }
 
 pub(super) fn non_empty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
-}
-
-/// Whether a failed submit may be retried with the same batch.
-pub fn retryable(status: &GrpcStatus) -> bool {
-    !matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied)
 }

@@ -54,20 +54,26 @@ pub mod fx;
 pub mod journal;
 pub mod lifecycle;
 mod lookup;
-mod messages;
+pub mod messages;
 mod origin;
 pub mod party;
 pub mod payouts;
+pub mod ports;
 pub mod quote;
 pub mod recent;
 pub mod record;
+mod reporting;
 pub mod reports;
+#[cfg(test)]
+mod restart_tests;
 mod scanner;
 pub(crate) mod state;
 pub mod sweep;
 #[cfg(test)]
 mod testkit;
 pub mod validate;
+#[cfg(test)]
+mod workflow_tests;
 
 use iso_currency::Currency;
 use remit_settlement::MoneyError;

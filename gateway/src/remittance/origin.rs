@@ -9,26 +9,21 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use remit_compliance::{ScreeningDecision, ScreeningSubject};
-use remit_proto::v1::{PaymentMessageEnvelope, SubmitBatchRequest};
-use remit_settlement::codec::Writer;
-use remit_settlement::hash::Digest32;
-use remit_settlement::ids::{Height, ParticipantId, Uetr};
+use remit_settlement::ids::{ParticipantId, Uetr};
 use remit_settlement::{Transfer, TransferBatch};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info_span, warn, Instrument};
 use uuid::Uuid;
 
-use super::engine::{
-    non_empty, now_ms, retryable, Engine, SUBMITS_IN_FLIGHT_MAX, SUBMIT_BATCH_AGE_MS, SUBMIT_BATCH_MAX,
-};
+use super::engine::{non_empty, Engine, SUBMITS_IN_FLIGHT_MAX, SUBMIT_BATCH_AGE_MS, SUBMIT_BATCH_MAX};
 use super::errors::{ErrorKind, RequestError};
 use super::journal::JournalEvent;
-use super::messages::uetr_from_bytes;
+use super::messages::outgoing;
+use super::ports::{EntryOutcome, LedgerError, LedgerOutcome, OutgoingMessage};
 use super::quote::{self, Quote, QuoteId, QuoteRequest};
 use super::record::{commitment, LedgerPosition, PaymentMessage, Remittance, Role, Status, StatusChange};
 use super::state::payout_pending;
 use super::validate::{fingerprint, screened, validate_input, CreateInput};
-use crate::reject::reason_name;
 
 enum Prepared {
     /// A new remittance and its payment message bytes (as committed to).
@@ -51,7 +46,7 @@ impl Engine {
             .get(&request.corridor, "corridor")
             .ok()
             .and_then(|c| c.destination_participant().cloned());
-        let quote = self.inner.quotes.issue(client, terms, now_ms())?;
+        let quote = self.inner.quotes.issue(client, terms, self.now_ms())?;
         Ok((quote, destination))
     }
 
@@ -83,7 +78,7 @@ impl Engine {
         client: &str,
         inputs: Vec<CreateInput>,
     ) -> Vec<Result<(Remittance, bool), RequestError>> {
-        let now = now_ms();
+        let now = self.now_ms();
         let span = info_span!("remit.remittance.create", client, count = inputs.len());
         let mut results: Vec<Option<Result<Remittance, RequestError>>> = vec![None; inputs.len()];
         let mut fresh: Vec<(usize, Box<Remittance>, Vec<u8>)> = Vec::new();
@@ -258,7 +253,7 @@ impl Engine {
             purpose: input.purpose.clone(),
         };
         let mut history = vec![StatusChange::new(Status::Received, now, None, "")];
-        match self.inner.screening.screen(&subject) {
+        match self.inner.ports.screening.screen(&subject) {
             ScreeningDecision::Pass => {}
             ScreeningDecision::Hold(reasons) => {
                 history.push(StatusChange::new(Status::ComplianceHold, now, Some("NARR"), reasons.join("; ")));
@@ -336,7 +331,7 @@ impl Engine {
         let record = self.get(client, uetr)?;
         let change = StatusChange::new(
             Status::Cancelled,
-            now_ms(),
+            self.now_ms(),
             Some("DS02"),
             if reason.is_empty() { "cancelled by the client".to_owned() } else { reason.chars().take(140).collect() },
         );
@@ -390,9 +385,9 @@ impl Engine {
     }
 
     async fn submit(&self, uetrs: Vec<Uetr>) {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut transfers = Vec::with_capacity(uetrs.len());
-        let mut envelopes: HashMap<ParticipantId, Vec<PaymentMessageEnvelope>> = HashMap::new();
+        let mut envelopes: HashMap<ParticipantId, Vec<OutgoingMessage>> = HashMap::new();
         let mut submitted = Vec::new();
         {
             let mut state = self.state();
@@ -412,12 +407,10 @@ impl Engine {
                     created_at_ms: record.message.created_at_ms,
                 });
                 if !record.message_delivered && self.inner.config.push_messages {
-                    envelopes.entry(record.message.destination.clone()).or_default().push(PaymentMessageEnvelope {
-                        uetr: uetr.as_bytes().to_vec(),
-                        origin: record.message.origin.to_string(),
-                        salt: record.salt.to_vec(),
-                        message: cached_bytes.unwrap_or_else(|| record.message.to_bytes()),
-                    });
+                    envelopes
+                        .entry(record.message.destination.clone())
+                        .or_default()
+                        .push(outgoing(record, cached_bytes));
                 }
                 let event = JournalEvent::Status {
                     uetr,
@@ -443,32 +436,31 @@ impl Engine {
         }
         let config = &self.inner.config;
         let batch = TransferBatch::sign(&config.chain_id, config.me.clone(), transfers, &config.signing_key);
-        let mut w = Writer::with_capacity(64 + batch.transfers.len() * 100);
-        batch.encode(&mut w);
-        let bytes = w.into_bytes();
-        let events = self.submit_with_retry(bytes, &uetrs).instrument(span).await;
+        let events = self.submit_with_retry(&batch, &uetrs).instrument(span).await;
         self.commit_or_log(events).await;
     }
 
-    async fn submit_with_retry(&self, bytes: Vec<u8>, uetrs: &[Uetr]) -> Vec<JournalEvent> {
+    /// Submits `batch` until the ledger answers; a ledger that is
+    /// unavailable is asked again with the same batch (same UETRs), one that
+    /// refuses the submission for good rejects every remittance in it.
+    async fn submit_with_retry(&self, batch: &TransferBatch, uetrs: &[Uetr]) -> Vec<JournalEvent> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let request = SubmitBatchRequest { batch: bytes.clone(), forwarded: false };
-            match self.inner.ledger.intake.submit(request).await {
-                Ok(reply) => return self.outcome_events(&reply, uetrs),
-                Err(status) if retryable(&status) => {
-                    debug!(code = ?status.code(), message = status.message(), "batch submit failed; retrying");
+            match self.ports().ledger.submit_transfers(batch).await {
+                Ok(outcome) => return self.outcome_events(&outcome, uetrs),
+                Err(LedgerError::Unavailable(message)) => {
+                    debug!(%message, "batch submit failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Err(status) => {
-                    warn!(code = ?status.code(), message = status.message(), "batch refused");
-                    let now = now_ms();
+                Err(LedgerError::Refused(message)) => {
+                    warn!(%message, "batch refused");
+                    let now = self.now_ms();
                     return uetrs
                         .iter()
                         .map(|uetr| JournalEvent::Status {
                             uetr: *uetr,
-                            change: StatusChange::new(Status::Rejected, now, Some("NARR"), status.message()),
+                            change: StatusChange::new(Status::Rejected, now, Some("NARR"), &message),
                             ledger: None,
                             payout_reference: None,
                         })
@@ -478,54 +470,56 @@ impl Engine {
         }
     }
 
-    fn outcome_events(&self, reply: &remit_proto::v1::SubmitBatchReply, uetrs: &[Uetr]) -> Vec<JournalEvent> {
-        let now = now_ms();
-        let position = Digest32::from_hex(&hex::encode(&reply.block_hash))
-            .ok()
-            .map(|block_hash| LedgerPosition { height: Height(reply.height), block_hash });
+    fn outcome_events(&self, outcome: &LedgerOutcome, uetrs: &[Uetr]) -> Vec<JournalEvent> {
+        let now = self.now_ms();
         let status_event = |uetr: Uetr, change: StatusChange, ledger: Option<LedgerPosition>| JournalEvent::Status {
             uetr,
             change,
             ledger,
             payout_reference: None,
         };
-        if reply.batch_rejected {
-            return uetrs
-                .iter()
-                .map(|uetr| {
-                    let code = non_empty(&reply.batch_iso_code).unwrap_or("NARR");
-                    status_event(*uetr, StatusChange::new(Status::Rejected, now, Some(code), &reply.batch_reason), None)
-                })
-                .collect();
-        }
+        let (position, entries) = match outcome {
+            LedgerOutcome::BatchRejected { iso_code, reason } => {
+                let code = non_empty(iso_code).unwrap_or("NARR");
+                return uetrs
+                    .iter()
+                    .map(|uetr| status_event(*uetr, StatusChange::new(Status::Rejected, now, Some(code), reason), None))
+                    .collect();
+            }
+            LedgerOutcome::Applied { position, entries } => (*position, entries),
+        };
         let mut events = Vec::with_capacity(uetrs.len());
-        for (uetr, result) in uetrs.iter().zip(&reply.results) {
-            if result.accepted {
-                events.push(status_event(*uetr, StatusChange::new(Status::Committed, now, None, ""), position));
-            } else if result.reason == reason_name(remit_settlement::RejectReason::DuplicateUetr) {
+        for (uetr, entry) in uetrs.iter().zip(entries) {
+            match entry {
+                EntryOutcome::Accepted => {
+                    events.push(status_event(*uetr, StatusChange::new(Status::Committed, now, None, ""), position));
+                }
                 // An earlier attempt landed: the follower sets the position.
-                events.push(status_event(*uetr, StatusChange::new(Status::Committed, now, None, ""), None));
-            } else {
-                let code = non_empty(&result.iso_code).unwrap_or("NARR");
-                let change = StatusChange::new(Status::Rejected, now, Some(code), format!("ledger: {}", result.reason));
-                events.push(status_event(*uetr, change, position));
+                EntryOutcome::Duplicate => {
+                    events.push(status_event(*uetr, StatusChange::new(Status::Committed, now, None, ""), None));
+                }
+                EntryOutcome::Rejected { iso_code, reason } => {
+                    let code = non_empty(iso_code).unwrap_or("NARR");
+                    let change = StatusChange::new(Status::Rejected, now, Some(code), format!("ledger: {reason}"));
+                    events.push(status_event(*uetr, change, position));
+                }
             }
         }
         events
     }
 
-    async fn deliver_messages(&self, destination: ParticipantId, envelopes: Vec<PaymentMessageEnvelope>) {
-        let peers = &self.inner.ledger.peers;
-        if peers.participant(&destination).is_none() {
+    async fn deliver_messages(&self, destination: ParticipantId, envelopes: Vec<OutgoingMessage>) {
+        let exchange = &self.ports().exchange;
+        if !exchange.knows(&destination) {
             warn!(%destination, "no address for the destination gateway; it will have to fetch the messages");
             return;
         }
-        let uetrs: Vec<Uetr> = envelopes.iter().filter_map(|e| uetr_from_bytes(&e.uetr)).collect();
+        let uetrs: Vec<Uetr> = envelopes.iter().map(|e| e.uetr).collect();
         let mut backoff = Duration::from_millis(100);
         for _ in 0..8 {
-            match peers.deliver_payment_messages(&destination, &envelopes).await {
+            match exchange.push(&destination, &envelopes).await {
                 Ok(_) => {
-                    let now = now_ms();
+                    let now = self.now_ms();
                     let mut events: Vec<JournalEvent> =
                         uetrs.iter().map(|uetr| JournalEvent::MessageDelivered { uetr: *uetr }).collect();
                     // A remittance already final moves on to payout_pending.
@@ -540,8 +534,8 @@ impl Engine {
                     self.commit_or_log(events).await;
                     return;
                 }
-                Err(status) => {
-                    debug!(%destination, code = ?status.code(), "payment message delivery failed; retrying");
+                Err(error) => {
+                    debug!(%destination, %error, "payment message delivery failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

@@ -27,8 +27,8 @@ use std::time::Duration;
 use remit_settlement::ids::Uetr;
 use tracing::{debug, Instrument as _};
 
+use super::ports::{PayoutAdapter, PayoutInstruction, PayoutResult, PayoutStatus};
 use super::record::{Remittance, Role, Status};
-use crate::payout::{PayoutAdapter, PayoutInstruction, PayoutResult, PayoutStatus};
 
 /// What a destination record needs next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +169,6 @@ mod tests {
 
     use super::*;
     use crate::payout::test_support::instruction;
-    use crate::payout::AdapterFuture;
 
     /// A bank that answers from scripts and counts calls.
     #[derive(Default)]
@@ -190,17 +189,16 @@ mod tests {
         }
     }
 
+    #[async_trait::async_trait]
     impl PayoutAdapter for ScriptedBank {
-        fn pay<'a>(&'a self, _: &'a PayoutInstruction) -> AdapterFuture<'a, PayoutResult> {
+        async fn pay(&self, _: &PayoutInstruction) -> PayoutResult {
             self.pay_calls.fetch_add(1, Ordering::SeqCst);
-            let next = self.pays.lock().expect("lock").pop_front().expect("an unexpected pay call");
-            Box::pin(async move { next })
+            self.pays.lock().expect("lock").pop_front().expect("an unexpected pay call")
         }
 
-        fn status(&self, _: Uetr) -> AdapterFuture<'_, PayoutStatus> {
+        async fn status(&self, _: Uetr) -> PayoutStatus {
             self.status_calls.fetch_add(1, Ordering::SeqCst);
-            let next = self.statuses.lock().expect("lock").pop_front().expect("an unexpected status call");
-            Box::pin(async move { next })
+            self.statuses.lock().expect("lock").pop_front().expect("an unexpected status call")
         }
 
         fn name(&self) -> &'static str {

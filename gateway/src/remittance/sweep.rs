@@ -13,7 +13,7 @@ use std::time::Duration;
 use remit_settlement::ids::Uetr;
 use tracing::{info, warn};
 
-use super::engine::{now_ms, Engine};
+use super::engine::Engine;
 use super::journal::JournalEvent;
 use super::record::Remittance;
 use super::state::State;
@@ -69,7 +69,7 @@ impl Engine {
         let interval = sweep_interval(self.inner.config.store.terminal_retention_ms);
         loop {
             tokio::time::sleep(interval).await;
-            if let Err(error) = self.sweep(now_ms()).await {
+            if let Err(error) = self.sweep(self.now_ms()).await {
                 warn!(%error, "sweep failed; trying again at the next round");
             }
         }

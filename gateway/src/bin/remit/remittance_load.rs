@@ -253,7 +253,7 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
     let cpu_before = nodes_cpu_ticks(&devnet);
     let started = Instant::now();
     // Only this run's remittances are read back (the devnet may hold others).
-    let started_ms = remit_gateway::remittance::engine::now_ms();
+    let started_ms = remit_gateway::node::clock::now_ms();
     let mut tasks = Vec::with_capacity(batches);
     for b in 0..batches {
         let origin = b % gateways.len();
