@@ -45,6 +45,8 @@
 //! exactly, in minor units, for every quote.
 
 pub mod archive;
+#[cfg(test)]
+mod archive_tests;
 pub mod checkpoint;
 pub mod corridor;
 mod destination;

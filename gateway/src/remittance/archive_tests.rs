@@ -1,0 +1,58 @@
+//! The engine with its archive, on mocked ports in paused time: terminal
+//! remittances leave memory after the retention and are still read by
+//! UETR, listed, and found by their idempotency key.
+
+use super::errors::ErrorKind;
+use super::journal::JournalEvent;
+use super::ports::LedgerError;
+use super::record::Status;
+use super::testkit::{create_input, engine_config, settle, start_engine, status_of, until, Script, World};
+use super::validate::ListFilter;
+
+#[tokio::test(start_paused = true)]
+async fn an_archived_remittance_is_read_listed_and_returned_to_a_retry_of_its_key() {
+    let refused = Script { submits: [Err(LedgerError::Refused("bad signature".into()))].into(), ..Script::default() };
+    let world = World::new(refused);
+    let engine = start_engine("gw-us", Vec::new(), &world);
+    let first = engine.create("c1", create_input("k1")).await.expect("created");
+    until("rejected", || status_of(&engine, &first.uetr) == Some(Status::Rejected)).await;
+    let live = engine.create("c1", create_input("k2")).await.expect("created");
+    settle().await;
+    let rejected_at = engine.record(&first.uetr).expect("held").last_change().at_ms;
+    let retention = engine_config("gw-us").store.terminal_retention_ms;
+    assert_eq!(engine.sweep(rejected_at + retention - 1).await, Ok((0, 0)), "not yet past the retention");
+    assert_eq!(engine.sweep(rejected_at + retention).await, Ok((1, 0)));
+    let archived = |e: &JournalEvent| matches!(e, JournalEvent::Archived { uetrs } if *uetrs == vec![first.uetr]);
+    assert_eq!(world.journalled(archived), 1);
+    assert!(!engine.state().remittances.contains_key(&first.uetr), "left memory");
+    assert!(engine.state().remittances.contains_key(&live.uetr), "a live remittance stays");
+
+    let got = engine.get("c1", &first.uetr.to_string()).expect("read from the archive");
+    assert_eq!((got.uetr, got.status), (first.uetr, Status::Rejected));
+    let theirs = engine.get("c2", &first.uetr.to_string()).expect_err("another client's");
+    assert_eq!(theirs.kind, ErrorKind::PermissionDenied);
+    let (watched, _) = engine.watch("c1", &first.uetr.to_string()).expect("watch");
+    assert_eq!(watched.status, Status::Rejected);
+
+    let (again, repeat) = engine.create_or_repeat("c1", create_input("k1")).await.expect("repeat");
+    assert_eq!((again.uetr, repeat), (first.uetr, true));
+    let mut other = create_input("k1");
+    other.purpose = "EDUC".into();
+    let refused = engine.create("c1", other).await.expect_err("another request under the archived key");
+    assert_eq!((refused.kind, refused.reason_code.as_deref()), (ErrorKind::AlreadyExists, Some("DUPL")));
+    settle().await;
+    assert_eq!(world.journalled(|e| matches!(e, JournalEvent::Created { .. })), 2, "no second remittance for k1");
+
+    // Both were created at the same (mocked) millisecond: ordered by UETR,
+    // one from the archive and one from memory, a page each.
+    let mut order = [first.uetr, live.uetr];
+    order.sort();
+    let filter = ListFilter { page_size: 1, ..ListFilter::default() };
+    let (page, token) = engine.list("c1", &filter).expect("list");
+    assert_eq!(page.iter().map(|r| r.uetr).collect::<Vec<_>>(), vec![order[0]]);
+    let next = ListFilter { page_token: token, ..filter };
+    let (page, token) = engine.list("c1", &next).expect("next page");
+    assert_eq!((page.iter().map(|r| r.uetr).collect::<Vec<_>>(), token), (vec![order[1]], None));
+    // A second sweep finds nothing more to archive.
+    assert_eq!(engine.sweep(rejected_at + retention).await, Ok((0, 0)));
+}
