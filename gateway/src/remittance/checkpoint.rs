@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use remit_settlement::ids::Uetr;
@@ -238,7 +238,8 @@ pub(super) struct SnapshotBody {
 }
 
 impl SnapshotBody {
-    /// The snapshot of `state`.
+    /// The snapshot of `state` (tests compare states by it).
+    #[cfg(test)]
     pub(super) fn of(state: &State) -> Self {
         let mut remittances: Vec<Remittance> = state.remittances.values().map(|r| (**r).clone()).collect();
         remittances.sort_by_key(|r| r.uetr);
@@ -283,17 +284,83 @@ impl SnapshotBody {
     }
 }
 
+/// [`SnapshotBody`] borrowed from a state, for encoding without a copy of
+/// the records (the same JSON).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    cursor: u64,
+    remittances: Vec<&'a Remittance>,
+    idempotency: Vec<(&'a str, &'a str, Uetr)>,
+    inbox: Vec<&'a InboxMessage>,
+    incoming: Vec<&'a IncomingTransfer>,
+    returns_due: Vec<(Uetr, &'a str, &'a str)>,
+}
+
+impl<'a> SnapshotRef<'a> {
+    fn of(state: &'a State) -> Self {
+        let mut remittances: Vec<&Remittance> = state.remittances.values().map(|r| &**r).collect();
+        remittances.sort_by_key(|r| r.uetr);
+        let mut idempotency: Vec<(&str, &str, Uetr)> =
+            state.idempotency.iter().map(|((client, key), uetr)| (client.as_str(), key.as_str(), *uetr)).collect();
+        idempotency.sort();
+        let mut inbox: Vec<&InboxMessage> = state.inbox.values().collect();
+        inbox.sort_by_key(|m| m.uetr);
+        let mut incoming: Vec<&IncomingTransfer> = state.incoming.values().collect();
+        incoming.sort_by_key(|t| t.uetr);
+        let mut returns_due: Vec<(Uetr, &str, &str)> =
+            state.returns_due.iter().map(|(uetr, (code, reason))| (*uetr, code.as_str(), reason.as_str())).collect();
+        returns_due.sort();
+        Self { cursor: state.cursor, remittances, idempotency, inbox, incoming, returns_due }
+    }
+}
+
+/// Counts and checksums what passes through.
+struct CrcWriter<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes snapshot `seq` of `state` to `out` (header and payload, the
+/// payload streamed, the header filled in after it); returns its size.
+pub(super) fn write_snapshot<W: Write + Seek>(out: &mut W, seq: u64, state: &State) -> std::io::Result<u64> {
+    out.write_all(&[0u8; HEADER_BYTES])?;
+    let mut body =
+        CrcWriter { inner: BufWriter::with_capacity(1 << 20, &mut *out), hasher: Default::default(), bytes: 0 };
+    serde_json::to_writer(&mut body, &SnapshotRef::of(state)).map_err(std::io::Error::other)?;
+    body.flush()?;
+    let (crc, length) = (body.hasher.clone().finalize(), body.bytes);
+    drop(body);
+    let mut header = Vec::with_capacity(HEADER_BYTES);
+    header.extend_from_slice(SNAPSHOT_MAGIC);
+    header.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    header.extend_from_slice(&seq.to_le_bytes());
+    header.extend_from_slice(&length.to_le_bytes());
+    header.extend_from_slice(&crc.to_le_bytes());
+    out.seek(SeekFrom::Start(0))?;
+    out.write_all(&header)?;
+    Ok(HEADER_BYTES as u64 + length)
+}
+
 /// The bytes of snapshot `seq` of `state` (header and payload).
+#[cfg(test)]
 pub(super) fn encode_snapshot(seq: u64, state: &State) -> Result<Vec<u8>, JournalError> {
-    let payload = serde_json::to_vec(&SnapshotBody::of(state)).map_err(|e| JournalError::Encode(e.to_string()))?;
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
-    bytes.extend_from_slice(SNAPSHOT_MAGIC);
-    bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&seq.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    Ok(bytes)
+    let mut out = std::io::Cursor::new(Vec::new());
+    write_snapshot(&mut out, seq, state).map_err(|e| JournalError::Encode(e.to_string()))?;
+    Ok(out.into_inner())
 }
 
 /// Loads snapshot `seq` from `path`; any damage is an error naming the file
@@ -422,11 +489,11 @@ pub(super) fn checkpoint(
             state.apply(event);
         }
     }
-    let bytes = encode_snapshot(sealed, &state)?;
-    drop(state);
     let temp = temp_path(dir, sealed);
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp).map_err(io(&temp))?;
-    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io(&temp))?;
+    let snapshot_bytes = write_snapshot(&mut file, sealed, &state).map_err(io(&temp))?;
+    drop(state);
+    file.sync_all().map_err(io(&temp))?;
     drop(file);
     at(Step::TempWritten);
     let path = snapshot_path(dir, sealed);
@@ -444,7 +511,7 @@ pub(super) fn checkpoint(
         std::fs::remove_file(snapshot_path(dir, seq)).map_err(io(&snapshot_path(dir, seq)))?;
     }
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    Ok(Some(CheckpointDone { seq: sealed, snapshot_bytes: bytes.len() as u64, segment_bytes }))
+    Ok(Some(CheckpointDone { seq: sealed, snapshot_bytes, segment_bytes }))
 }
 
 #[cfg(test)]
