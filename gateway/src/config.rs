@@ -591,6 +591,28 @@ address = "127.0.0.1:7100"
     }
 
     #[test]
+    fn the_journal_keys_have_defaults_and_bounds() {
+        let config = NodeConfig::parse(BASE, env(&[])).expect("valid");
+        let section = &config.remittance;
+        assert_eq!(
+            (section.journal_checkpoint_bytes, section.terminal_retention_s, section.inbox_ttl_s),
+            (64 << 20, 300, 86_400)
+        );
+        let config =
+            NodeConfig::parse(BASE, env(&[("REMIT__REMITTANCE__JOURNAL_CHECKPOINT_BYTES", "1024")])).expect("minimum");
+        assert_eq!(config.remittance.journal_checkpoint_bytes, 1_024);
+        let key = "remittance.journal_checkpoint_bytes";
+        check("", &[("REMIT__REMITTANCE__JOURNAL_CHECKPOINT_BYTES", "1023")], Some(key));
+        check("", &[("REMIT__REMITTANCE__INBOX_TTL_S", "0")], Some("remittance.inbox_ttl_s"));
+        check("", &[("REMIT__REMITTANCE__TERMINAL_RETENTION_S", "0")], None);
+        check(
+            "",
+            &[("REMIT__REMITTANCE__TERMINAL_RETENTION_S", "99999999999")],
+            Some("remittance.terminal_retention_s"),
+        );
+    }
+
+    #[test]
     fn the_wallet_api_needs_its_own_listener_and_tls_beyond_loopback() {
         check("[api]\n", &[], Some("api.listen"));
         check("[api]\nlisten = \"127.0.0.1:9100\"\n", &[], None);
