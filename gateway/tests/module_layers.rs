@@ -45,12 +45,12 @@ fn is_test_file(path: &Path) -> bool {
     name.ends_with("tests.rs") || name == "testkit.rs"
 }
 
-/// Lines with their 1-based numbers.
-type NumberedLines = Vec<(usize, String)>;
+/// Code lines with their 1-based numbers.
+type Lines = Vec<(usize, String)>;
 
 /// The code lines of `text` (comments dropped), split into non-test and
-/// test lines (1-based line numbers).
-fn code_lines(text: &str) -> (NumberedLines, NumberedLines) {
+/// test lines.
+fn code_lines(text: &str) -> (Lines, Lines) {
     let (mut code, mut tests) = (Vec::new(), Vec::new());
     let mut test_attr = false;
     let mut depth: Option<i64> = None;

@@ -99,20 +99,7 @@ fn created(record: Remittance) -> JournalEvent {
 
 #[tokio::test(start_paused = true)]
 async fn an_origin_resumes_only_what_its_status_leaves_undone() {
-    let all = [
-        Status::Received,
-        Status::ComplianceHold,
-        Status::Rejected,
-        Status::Submitted,
-        Status::Committed,
-        Status::Final,
-        Status::PayoutPending,
-        Status::Completed,
-        Status::Returned,
-        Status::Expired,
-        Status::Cancelled,
-    ];
-    for status in all {
+    for status in Status::ALL {
         let uetr = Uetr::new_random();
         let record = origin_in(uetr, status);
         let expected_commitment = record.commitment;
