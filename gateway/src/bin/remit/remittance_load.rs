@@ -45,6 +45,10 @@ pub struct RemittanceLoadArgs {
     /// How long to wait for every remittance to finish after the last send.
     #[arg(long, default_value_t = 120)]
     settle_secs: u64,
+    /// Send only from these gateways (by name; repeat the flag or separate
+    /// with commas). Default: every gateway of the devnet, in turn.
+    #[arg(long, value_delimiter = ',')]
+    from: Vec<String>,
 }
 
 type Client = RemittancesClient<InterceptedService<Channel, BearerAuth>>;
@@ -235,6 +239,22 @@ async fn connect(devnet: &DevnetFile, network: &NetworkConfig) -> anyhow::Result
     Ok(gateways)
 }
 
+/// Indices of the gateways that send: those named by `--from`, or all.
+fn origins(gateways: &[Gateway], names: &[String]) -> anyhow::Result<Vec<usize>> {
+    if names.is_empty() {
+        return Ok((0..gateways.len()).collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            gateways.iter().position(|g| &g.name == name).with_context(|| {
+                let known: Vec<&str> = gateways.iter().map(|g| g.name.as_str()).collect();
+                format!("--from {name}: no such gateway in devnet.json (gateways: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
 async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkConfig) -> anyhow::Result<ExitCode> {
     let gateways = connect(&devnet, &network).await?;
     let gateways = Arc::new(gateways);
@@ -243,10 +263,12 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
     let interval =
         if args.rate > 0.0 { Duration::from_secs_f64(args.batch as f64 / args.rate) } else { Duration::ZERO };
     let limits: Vec<Arc<Semaphore>> = gateways.iter().map(|_| Arc::new(Semaphore::new(args.concurrency))).collect();
+    let origins = origins(&gateways, &args.from)?;
     eprintln!(
-        "remittances load: {} remittances in {batches} calls of {} over {} gateways, target {} /s",
+        "remittances load: {} remittances in {batches} calls of {} from {} of {} gateways, target {} /s",
         args.total,
         args.batch,
+        origins.len(),
         gateways.len(),
         args.rate
     );
@@ -256,7 +278,7 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
     let started_ms = remit_gateway::node::clock::now_ms();
     let mut tasks = Vec::with_capacity(batches);
     for b in 0..batches {
-        let origin = b % gateways.len();
+        let origin = origins[b % origins.len()];
         let count = args.batch.min(args.total - b * args.batch);
         let source = &gateways[origin];
         let requests = make_batch(&gateways, origin, b, count, &mut rng, &format!("load-{}", args.seed));
