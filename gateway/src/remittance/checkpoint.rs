@@ -11,9 +11,11 @@
 //!   [`SnapshotBody`]).
 //! - `snapshot-<seq>.snap.tmp`: a snapshot being written.
 //!
-//! A checkpoint runs on its own thread, at the lowest CPU priority, when a
-//! segment is sealed and the sealed segments not yet in a snapshot outweigh
-//! [`SNAPSHOT_GROWTH_FACTOR`] times the newest snapshot. It
+//! A checkpoint runs on its own thread, at the lowest CPU priority, once no
+//! segment has been sealed for [`CHECKPOINT_QUIET`] (or at once when the
+//! sealed segments not yet in a snapshot reach [`URGENT_SEGMENTS`]
+//! segments), if those segments outweigh [`SNAPSHOT_GROWTH_FACTOR`] times
+//! the newest snapshot. It
 //! builds the new snapshot from the previous snapshot and the sealed
 //! segments through the pure [`State::apply`], never from the engine's live
 //! state (no lock taken, no torn view), writes it to the temp file, fsyncs
@@ -138,9 +140,10 @@ impl Journal {
         }
         if options.checkpoints {
             let checkpoint_dir = dir.clone();
+            let urgent_bytes = options.checkpoint_bytes.saturating_mul(URGENT_SEGMENTS);
             std::thread::Builder::new()
                 .name("journal-checkpoint".into())
-                .spawn(move || run_checkpointer(&checkpoint_dir, &sealed_rx))
+                .spawn(move || run_checkpointer(&checkpoint_dir, &sealed_rx, urgent_bytes, CHECKPOINT_QUIET))
                 .map_err(io(&dir))?;
         }
         let journal = Journal::start_writer(&dir, active, options, sealed_tx)?;
@@ -419,12 +422,57 @@ pub(super) struct CheckpointDone {
     pub(super) segment_bytes: u64,
 }
 
-fn run_checkpointer(dir: &Path, sealed: &std::sync::mpsc::Receiver<u64>) {
+/// How long no segment may have been sealed before a checkpoint that is not
+/// urgent runs: a checkpoint waits for a lull in the traffic.
+pub(super) const CHECKPOINT_QUIET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sealed bytes not yet in a snapshot, in segments of
+/// `journal_checkpoint_bytes`, past which a checkpoint runs at once, lull or
+/// not (16 segments: 1 GiB at the default, some 15 s of replay at start-up).
+pub(super) const URGENT_SEGMENTS: u64 = 16;
+
+/// The checkpoint thread. A checkpoint re-encodes every live record, so it
+/// is deferred while the gateway is busy: it runs once no segment has been
+/// sealed for `quiet`, or at once when the sealed segments not yet in a
+/// snapshot reach `urgent_bytes`. Either way [`checkpoint`] then decides
+/// whether it is worth it ([`SNAPSHOT_GROWTH_FACTOR`]).
+fn run_checkpointer(
+    dir: &Path,
+    sealed: &std::sync::mpsc::Receiver<u64>,
+    urgent_bytes: u64,
+    quiet: std::time::Duration,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
     lower_thread_priority();
-    while let Ok(mut seq) = sealed.recv() {
-        while let Ok(later) = sealed.try_recv() {
-            seq = seq.max(later);
+    let mut pending: Option<u64> = None;
+    loop {
+        let newly = match pending {
+            None => match sealed.recv() {
+                Ok(seq) => Some(seq),
+                Err(_) => return,
+            },
+            Some(_) => match sealed.recv_timeout(quiet) {
+                Ok(seq) => Some(seq),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        if let Some(mut seq) = newly {
+            while let Ok(later) = sealed.try_recv() {
+                seq = seq.max(later);
+            }
+            let seq = pending.map_or(seq, |p| p.max(seq));
+            pending = Some(seq);
+            match unsnapshotted_bytes(dir, seq) {
+                Ok(bytes) if bytes < urgent_bytes => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    error!(%error, "journal checkpoint: could not size the sealed segments");
+                    continue;
+                }
+            }
         }
+        let Some(seq) = pending.take() else { continue };
         match checkpoint(dir, seq, &mut |_| {}) {
             Ok(Some(done)) => info!(
                 seq = done.seq,
@@ -438,6 +486,22 @@ fn run_checkpointer(dir: &Path, sealed: &std::sync::mpsc::Receiver<u64>) {
             Err(error) => error!(%error, "journal checkpoint failed"),
         }
     }
+}
+
+/// Bytes of the sealed segments up to `sealed` that no snapshot covers.
+fn unsnapshotted_bytes(dir: &Path, sealed: u64) -> std::io::Result<u64> {
+    let layout = Layout::scan(dir)?;
+    let first = layout.snapshots.last().map_or(0, |seq| seq + 1);
+    let mut bytes = 0;
+    for seq in first..=sealed {
+        match std::fs::metadata(segment_path(dir, seq)) {
+            Ok(meta) => bytes += meta.len(),
+            // Already folded by a checkpoint that ran meanwhile.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(bytes)
 }
 
 /// Moves the calling thread to the lowest CPU priority (nice 19 on Linux).
@@ -666,6 +730,50 @@ mod tests {
         checkpoint(dir.path(), last - 1, &mut |_| {}).expect("checkpoint").expect("worth it");
         let all: Vec<Vec<JournalEvent>> = groups.into_iter().chain(more).collect();
         assert_eq!(restart(dir.path()).expect("restart"), replay_all(&all), "after two checkpoints");
+    }
+
+    /// Runs the checkpoint thread on `dir` after announcing `sealed`; with
+    /// `hang_up` the journal goes away right after the announcement.
+    fn checkpointer(dir: &Path, sealed: u64, urgent_bytes: u64, quiet: std::time::Duration, hang_up: bool) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread_dir = dir.to_owned();
+        let thread = std::thread::spawn(move || run_checkpointer(&thread_dir, &rx, urgent_bytes, quiet));
+        tx.send(sealed).expect("checkpointer listening");
+        if !hang_up {
+            // Wait (bounded) for the snapshot the lull lets through.
+            for _ in 0..3_000 {
+                if snapshot_path(dir, sealed).exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        drop(tx);
+        thread.join().expect("checkpointer thread");
+    }
+
+    #[tokio::test]
+    async fn a_busy_journal_defers_its_checkpoint_until_a_lull_or_the_urgent_size() {
+        let hour = std::time::Duration::from_secs(3_600);
+        for (urgent_bytes, quiet, hang_up, expect_snapshot) in [
+            // Not urgent, no lull before the journal closes: deferred.
+            (u64::MAX, hour, true, false),
+            // Urgent: at once, lull or not.
+            (0, hour, true, true),
+            // Not urgent, then a lull: it runs.
+            (u64::MAX, std::time::Duration::ZERO, false, true),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            write(dir.path(), &history(12)).await;
+            let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+            checkpointer(dir.path(), last - 1, urgent_bytes, quiet, hang_up);
+            assert_eq!(
+                snapshot_path(dir.path(), last - 1).exists(),
+                expect_snapshot,
+                "urgent {urgent_bytes}, quiet {quiet:?}: {:?}",
+                names(dir.path())
+            );
+        }
     }
 
     #[tokio::test]
