@@ -378,6 +378,15 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
         }
         eprintln!("remittances load: read back {}", gateway.name);
     }
+    let read_back: usize = by_status.values().sum();
+    if read_back < accepted {
+        eprintln!(
+            "remittances load: {} of the {accepted} accepted were created before this run (idempotent repeats: \
+             the devnet already ran --seed {}); the figures cover the {read_back} created now; use another --seed",
+            accepted - read_back,
+            args.seed
+        );
+    }
     let cpu_us_per_remittance = match (cpu_before, nodes_cpu_ticks(&devnet)) {
         (Some(before), Some(after)) if accepted > 0 => {
             Some((after.saturating_sub(before)) * 1_000_000 / CLOCK_TICKS_PER_S / accepted as u64)
@@ -393,6 +402,7 @@ async fn drive(args: &RemittanceLoadArgs, devnet: DevnetFile, network: NetworkCo
         "offered_per_second": ((accepted + refused) as f64 / submitted_in.as_secs_f64()).round(),
         "nodes_cpu_us_per_remittance": cpu_us_per_remittance,
         "statuses": by_status,
+        "read_back": read_back,
         "final_per_second": (to_final.len() as f64 / span_s).round(),
         "create_to_final_ms": {"p50": percentile(&to_final, 50.0), "p90": percentile(&to_final, 90.0),
             "p99": percentile(&to_final, 99.0), "max": to_final.last().copied().unwrap_or(0)},
