@@ -351,7 +351,6 @@ pub(super) fn write_snapshot<W: Write + Seek>(out: &mut W, seq: u64, state: &Sta
     buffered.flush()?;
     drop(buffered);
     let (crc, length) = (body.hasher.clone().finalize(), body.bytes);
-    drop(body);
     let mut header = Vec::with_capacity(HEADER_BYTES);
     header.extend_from_slice(SNAPSHOT_MAGIC);
     header.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
