@@ -77,6 +77,17 @@ impl RequestError {
         Self::new(ErrorKind::InvalidArgument, Some(field), reason_code, format!("{field}: {reason}"))
     }
 
+    /// An idempotency key repeated with a request that differs from the one
+    /// it was first used for (DUPL).
+    pub(crate) fn idempotency_key_reused(key: &str) -> Self {
+        Self::new(
+            ErrorKind::AlreadyExists,
+            Some("idempotency_key"),
+            Some("DUPL"),
+            format!("idempotency_key: {key:?} was already used for a different request"),
+        )
+    }
+
     /// A fault on our side.
     pub(crate) fn internal(message: impl std::fmt::Display) -> Self {
         Self::new(ErrorKind::Internal, None, None, message.to_string())

@@ -62,12 +62,7 @@ impl Engine {
             Err(error) => return Some(Err(RequestError::internal(error.to_string()))),
         };
         if record.request_fingerprint != fingerprint {
-            return Some(Err(RequestError::new(
-                ErrorKind::AlreadyExists,
-                Some("idempotency_key"),
-                Some("DUPL"),
-                format!("idempotency_key: {key:?} was already used for a different request"),
-            )));
+            return Some(Err(RequestError::idempotency_key_reused(key)));
         }
         Some(Ok(record))
     }

@@ -148,21 +148,27 @@ impl Engine {
         let quote_id = validate_input(&input)?;
         let fingerprint = fingerprint(&input);
         let uetr = Uetr::new_random();
+        let slot = (client.to_owned(), input.idempotency_key.clone());
+        if let Some(existing) = self.state().idempotency.get(&slot) {
+            return Ok(Prepared::Existing(*existing, fingerprint));
+        }
+        // The archive (a sled read, perhaps from disk) is asked outside the
+        // engine's state lock. A record enters the archive before it leaves
+        // memory and never leaves the archive, so a key found in neither
+        // was free when memory was checked; the check is repeated under the
+        // lock that takes the key, for a create racing this one.
+        let archived = self
+            .inner
+            .archive
+            .by_idempotency_key(client, &input.idempotency_key)
+            .map_err(|e| RequestError::internal(e.to_string()))?;
+        if let Some(existing) = archived {
+            return Ok(Prepared::Existing(existing, fingerprint));
+        }
         {
             let mut state = self.state();
-            let slot = (client.to_owned(), input.idempotency_key.clone());
             if let Some(existing) = state.idempotency.get(&slot) {
                 return Ok(Prepared::Existing(*existing, fingerprint));
-            }
-            // Looked up under the state lock: a record leaves memory only
-            // after it is in the archive.
-            let archived = self
-                .inner
-                .archive
-                .by_idempotency_key(client, &input.idempotency_key)
-                .map_err(|e| RequestError::internal(e.to_string()))?;
-            if let Some(existing) = archived {
-                return Ok(Prepared::Existing(existing, fingerprint));
             }
             state.idempotency.insert(slot, uetr);
         }
@@ -299,12 +305,7 @@ impl Engine {
                 let state = self.state();
                 if let Some(record) = state.remittances.get(&uetr) {
                     if record.request_fingerprint != fingerprint {
-                        return Err(RequestError::new(
-                            ErrorKind::AlreadyExists,
-                            Some("idempotency_key"),
-                            Some("DUPL"),
-                            format!("idempotency_key: {key:?} was already used for a different request"),
-                        ));
+                        return Err(RequestError::idempotency_key_reused(key));
                     }
                     return Ok((**record).clone());
                 }
