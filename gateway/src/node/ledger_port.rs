@@ -47,8 +47,9 @@ pub fn ledger_outcome(reply: &SubmitBatchReply) -> LedgerOutcome {
             reason: reply.batch_reason.clone(),
         };
     }
-    let position = Digest32::from_hex(&hex::encode(&reply.block_hash))
+    let position = <[u8; 32]>::try_from(reply.block_hash.as_slice())
         .ok()
+        .map(Digest32)
         .map(|block_hash| LedgerPosition { height: Height(reply.height), block_hash });
     let duplicate = reason_name(RejectReason::DuplicateUetr);
     let entries = reply

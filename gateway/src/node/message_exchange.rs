@@ -67,7 +67,7 @@ impl MessageExchange for PeerExchange {
             return Err(ExchangeError::NoAddress(destination.clone()));
         }
         let envelopes: Vec<PaymentMessageEnvelope> = messages.iter().map(envelope).collect();
-        self.peers.deliver_payment_messages(destination, &envelopes).await.map_err(|s| failed(&s))
+        self.peers.deliver_payment_messages(destination, envelopes).await.map_err(|s| failed(&s))
     }
 
     async fn fetch(&self, origin: &ParticipantId, uetrs: &[Uetr]) -> Result<FetchedMessages, ExchangeError> {

@@ -114,14 +114,15 @@ impl Peers {
     pub async fn deliver_payment_messages(
         &self,
         destination: &ParticipantId,
-        envelopes: &[PaymentMessageEnvelope],
+        mut envelopes: Vec<PaymentMessageEnvelope>,
     ) -> Result<u64, Status> {
         let mut client = self
             .participant(destination)
             .ok_or_else(|| Status::unavailable(format!("no address for {destination}")))?;
         let mut stored = 0u64;
-        for chunk in envelopes.chunks(PEER_DELIVER_MESSAGES_MAX) {
-            let body = DeliverPaymentMessagesRequest { messages: chunk.to_vec() };
+        while !envelopes.is_empty() {
+            let rest = envelopes.split_off(envelopes.len().min(PEER_DELIVER_MESSAGES_MAX));
+            let body = DeliverPaymentMessagesRequest { messages: std::mem::replace(&mut envelopes, rest) };
             let reply: DeliverPaymentMessagesReply = client
                 .deliver_payment_messages(self.signed(method::DELIVER_PAYMENT_MESSAGES, body))
                 .await?
