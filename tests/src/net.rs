@@ -810,6 +810,9 @@ impl Network {
     /// directory when [`KEEP_DIR_ENV`] is set) and panics with the error.
     pub fn finish(mut self, result: anyhow::Result<()>) {
         if let Err(error) = result {
+            // First, so that a summary that keeps only the head and the
+            // tail of the output still shows why the scenario failed.
+            println!("net harness: the scenario failed: {error:#}");
             self.print_logs();
             self.keep_dir_if_asked();
             panic!("{error:?}");

@@ -7,9 +7,10 @@
 //! of all remittances are paid out by the gateway that is killed. The victim
 //! is the node after the Raft leader (a gateway that is origin and
 //! destination, not the leader). It is killed with SIGKILL once it was sent
-//! its third batch and a remittance to or from it was acknowledged (so one is
-//! always in flight), while the other origins keep sending (to it too),
-//! then restarted on its data directory.
+//! its third batch and a remittance to or from it was acknowledged after that
+//! (so one is always in flight), while the other origins keep sending (to it
+//! too: they hold their fourth batch until the kill, so they are still
+//! sending however slow the machine), then restarted on its data directory.
 //!
 //! Checked:
 //! - every create gets an answer: those whose answer was lost or failed are
@@ -62,7 +63,7 @@ use remit_tests::net::{
     retryable, stop_and_verify, wallet_client, Acknowledged, Network, NetworkOptions, WalletClient, READY_TIMEOUT,
 };
 use rust_decimal::Decimal;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// Batches each origin sends.
 const BATCHES_PER_ORIGIN: usize = 6;
@@ -85,6 +86,9 @@ const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 const TERMINAL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bound on the network settling on one certified tip at the end.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on a destination applying the block that completed a remittance
+/// at its origin.
+const DESTINATION_LAG_TIMEOUT: Duration = Duration::from_secs(30);
 /// Poll interval of the waits in this test.
 const POLL: Duration = Duration::from_millis(200);
 /// Every status that is not terminal.
@@ -254,16 +258,24 @@ async fn send_batch(
 }
 
 /// One origin's sender: every batch once, paced. The victim's sender
-/// signals `kill` as soon as its batch [`KILL_BATCH`] is on its way.
+/// signals `kill` as soon as its batch [`KILL_BATCH`] is on its way; the
+/// other senders send nothing after that batch until `killed` turns true, so
+/// that however slowly the machine runs they are still sending at the kill
+/// and after the restart.
 async fn run_origin(
     client: WalletClient,
     plan: Arc<Vec<Planned>>,
     batches: Vec<Vec<usize>>,
     answers: Arc<Mutex<Answers>>,
     mut kill: Option<oneshot::Sender<()>>,
+    mut killed: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<usize>> {
+    let is_victim = kill.is_some();
     let mut unanswered = Vec::new();
     for (b, batch) in batches.into_iter().enumerate() {
+        if b == KILL_BATCH + 1 && !is_victim {
+            killed.wait_for(|killed| *killed).await.context("the scenario ended before the kill")?;
+        }
         let call = {
             let (client, plan, answers) = (client.clone(), plan.clone(), answers.clone());
             tokio::spawn(async move { send_batch(&client, &plan, &batch, &answers).await })
@@ -491,6 +503,7 @@ async fn check_destinations(
 ) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let node_of = |id: &str| gateways.iter().position(|g| g.id == id).with_context(|| format!("no gateway {id}"));
+    let mut lagging = 0;
     for (uetr, origin_record) in records {
         let (origin, destination) = (node_of(&origin_record.origin)?, node_of(&origin_record.destination)?);
         for node in 0..net.len() {
@@ -507,7 +520,19 @@ async fn check_destinations(
                 );
                 continue;
             }
-            let view: pb::Remittance = response.error_for_status()?.json().await.with_context(|| url.clone())?;
+            let mut view: pb::Remittance = response.error_for_status()?.json().await.with_context(|| url.clone())?;
+            // The origin's `completed` comes from the certified report; the
+            // destination applies the same block on its own scan, which a
+            // restarted destination may still be catching up on.
+            let deadline = tokio::time::Instant::now() + DESTINATION_LAG_TIMEOUT;
+            if OPEN_STATUSES.split(',').any(|s| s == view.status) {
+                lagging += 1;
+            }
+            while OPEN_STATUSES.split(',').any(|s| s == view.status) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(POLL).await;
+                let response = http.get(&url).bearer_auth(net.operator_token(node)?).send().await?;
+                view = response.error_for_status()?.json().await.with_context(|| url.clone())?;
+            }
             let context = || format!("{uetr} at its destination (node {node})");
             ensure!(view.uetr == *uetr && view.status == "completed", "{}: {}", context(), view.status);
             ensure!(!view.payout_reference.is_empty(), "{}: no payout reference", context());
@@ -527,6 +552,7 @@ async fn check_destinations(
             }
         }
     }
+    println!("{lagging} destinations had not yet applied the completion their origin had");
     Ok(())
 }
 
@@ -619,20 +645,27 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     let answers = Arc::new(Mutex::new(Answers::default()));
     let (kill_tx, kill_rx) = oneshot::channel();
     let mut kill_tx = Some(kill_tx);
+    let (killed_tx, killed_rx) = watch::channel(false);
     let mut senders = Vec::new();
     for (origin, batches) in batches.into_iter().enumerate() {
         let client = net.wallet(origin).await?;
         let kill = if origin == victim { kill_tx.take() } else { None };
-        senders.push(tokio::spawn(run_origin(client, plan.clone(), batches, answers.clone(), kill)));
+        senders.push(tokio::spawn(run_origin(client, plan.clone(), batches, answers.clone(), kill, killed_rx.clone())));
     }
     tokio::time::timeout(Duration::from_secs(60), kill_rx).await.context("the victim's sender never got far")??;
     // Kill as soon as a remittance to or from the victim is acknowledged
-    // (it cannot be complete yet), so the crash always catches one in flight.
+    // after the signal (it cannot be complete yet: certification alone takes
+    // longer than the poll), so the crash always catches one in flight.
+    let acked_at_signal = answers.lock().expect("answers lock is never poisoned").acked.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let involved = {
             let answers = answers.lock().expect("answers lock is never poisoned");
-            plan.iter().any(|p| (p.destination == victim || p.origin == victim) && answers.acked.contains_key(&p.key))
+            plan.iter().any(|p| {
+                (p.destination == victim || p.origin == victim)
+                    && answers.acked.contains_key(&p.key)
+                    && !acked_at_signal.contains_key(&p.key)
+            })
         };
         if involved {
             break;
@@ -643,6 +676,8 @@ async fn scenario(net: &mut Network) -> anyhow::Result<()> {
     let acked_before_kill = answers.lock().expect("answers lock is never poisoned").acked.clone();
     let killed_ms = now_ms();
     net.kill(victim)?;
+    // The other senders wait for this before their next batch.
+    let _ = killed_tx.send(true);
     let still_sending = senders.iter().enumerate().filter(|(i, s)| *i != victim && !s.is_finished()).count();
     ensure!(still_sending == net.len() - 1, "only {still_sending} other origins were still sending at the kill");
     println!("killed node {victim} with {} creates acknowledged", acked_before_kill.len());
