@@ -101,7 +101,7 @@ impl Journal {
         };
         let layout = Layout::scan(&dir).map_err(io(&dir))?;
         for temp in &layout.temps {
-            warn!(path = %temp.display(), "removing a snapshot left half-written by a crash");
+            warn!(path = %temp.display(), "removing a snapshot or segment left half-written by a crash");
             std::fs::remove_file(temp).map_err(io(temp))?;
         }
         let newest = layout.snapshots.last().copied();
@@ -208,7 +208,9 @@ impl Layout {
                 layout.segments.insert(seq);
             } else if let Some(seq) = snapshot_seq(name) {
                 layout.snapshots.insert(seq);
-            } else if name.starts_with("snapshot-") && name.ends_with(".snap.tmp") {
+            } else if (name.starts_with("snapshot-") && name.ends_with(".snap.tmp"))
+                || (name.starts_with("journal-") && name.ends_with(".log.tmp"))
+            {
                 layout.temps.push(entry.path());
             }
         }

@@ -1,7 +1,7 @@
 //! Tests of the journal's checkpoints (segments, snapshots, crash points).
 
 use super::*;
-use crate::remittance::journal::JOURNAL_FILE;
+use crate::remittance::journal::{segment_temp_path, JOURNAL_FILE, MAGIC};
 use crate::remittance::record::{Status, StatusChange};
 use crate::remittance::testkit::{incoming_message, origin_record};
 
@@ -293,6 +293,53 @@ async fn a_torn_tail_in_a_sealed_segment_is_damage_but_in_the_newest_is_cut() {
         matches!(&error, JournalError::Corrupt { path, offset, .. } if *path == sealed && *offset == length),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_failed_rotation_leaves_no_newer_segment_and_a_torn_tail_stays_recoverable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let groups = history(6);
+    {
+        let (journal, _) = Journal::open_with(&dir.path().join(JOURNAL_FILE), SMALL).expect("open");
+        // Segment 1 cannot be started: its temporary path is taken.
+        std::fs::create_dir(segment_temp_path(dir.path(), 1)).expect("block");
+        for group in &groups {
+            journal.append(group).await.expect("an append while rotation fails");
+        }
+    }
+    let blocker = segment_temp_path(dir.path(), 1);
+    let segments: Vec<String> = names(dir.path()).into_iter().filter(|n| segment_seq(n).is_some()).collect();
+    assert_eq!(segments, vec![JOURNAL_FILE.to_owned()], "the writer stayed on segment 0, the newest");
+    let active = segment_path(dir.path(), 0);
+    assert!(std::fs::metadata(&active).expect("segment").len() > SMALL.checkpoint_bytes);
+    std::fs::remove_dir(&blocker).expect("unblock");
+    // A crash tears the last write of the segment the writer stayed on.
+    let mut bytes = std::fs::read(&active).expect("read");
+    bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+    std::fs::write(&active, &bytes).expect("write");
+    assert_eq!(restart(dir.path()).expect("a torn tail of the newest segment is cut"), replay_all(&groups));
+    // Once the disk lets it, the writer rotates again.
+    let more = history(6);
+    write(dir.path(), &more).await;
+    assert!(names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments") > 0);
+    assert_eq!(restart(dir.path()).expect("rotated"), replay_all(&[groups, more].concat()));
+}
+
+#[tokio::test]
+async fn a_crash_before_a_new_segment_is_renamed_into_place_leaves_a_startable_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let groups = history(6);
+    write(dir.path(), &groups).await;
+    let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+    // The next segment written under its temporary name, not renamed, and
+    // the last write of the newest segment torn.
+    std::fs::write(segment_temp_path(dir.path(), last + 1), MAGIC).expect("temp");
+    let newest = segment_path(dir.path(), last);
+    let mut bytes = std::fs::read(&newest).expect("read");
+    bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+    std::fs::write(&newest, &bytes).expect("write");
+    assert_eq!(restart(dir.path()).expect("startable"), replay_all(&groups));
+    assert!(!names(dir.path()).iter().any(|n| n.ends_with(".tmp")), "{:?}", names(dir.path()));
 }
 
 #[test]

@@ -47,7 +47,7 @@ use super::record::{LedgerPosition, Remittance, StatusChange};
 /// The journal's file name inside the gateway directory.
 pub const JOURNAL_FILE: &str = "journal.log";
 /// First bytes of a journal file.
-const MAGIC: &[u8; 8] = b"RMJRNL01";
+pub(super) const MAGIC: &[u8; 8] = b"RMJRNL01";
 /// Default of [`JournalOptions::checkpoint_bytes`]: 64 MiB.
 pub const JOURNAL_CHECKPOINT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Smallest [`JournalOptions::checkpoint_bytes`] accepted.
@@ -116,6 +116,11 @@ pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     } else {
         dir.join(format!("journal-{seq}.log"))
     }
+}
+
+/// Where segment `seq` is written before it is renamed into place.
+pub(super) fn segment_temp_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("journal-{seq}.log.tmp"))
 }
 
 /// The sequence number of a segment file name, if it is one.
@@ -556,7 +561,10 @@ impl Writer {
                 }),
             };
             if result.is_ok() && self.active.length > self.checkpoint_bytes {
-                self.rotate();
+                if let Err(reason) = self.rotate() {
+                    error!(%reason, "journal rotation failed; the gateway refuses new work until restarted");
+                    failed = Some(reason);
+                }
             }
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
@@ -572,28 +580,53 @@ impl Writer {
     }
 
     /// Seals the active segment and starts the next one (durable, with its
-    /// magic). On failure the writer stays on the current segment and tries
-    /// again after the next write.
-    fn rotate(&mut self) {
+    /// magic). The next segment is written under a temporary name and renamed
+    /// into place, so a failure before the rename leaves no newer segment
+    /// behind: the writer stays on the current one, still the newest file (a
+    /// restart treats a torn tail only in the newest as a torn write, and in
+    /// any other as damage). Returns an error only when a segment that the
+    /// writer does not use may be left as the newest; the writer then
+    /// refuses further appends, as after a failed write.
+    fn rotate(&mut self) -> Result<(), String> {
         let seq = self.active.seq + 1;
         let path = segment_path(&self.dir, seq);
+        let temp = segment_temp_path(&self.dir, seq);
         let started = (|| {
-            let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+            let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temp)?;
             file.write_all(MAGIC)?;
             file.sync_all()?;
-            sync_parent(&path)?;
+            std::fs::rename(&temp, &path)?;
             Ok::<_, std::io::Error>(file)
         })();
-        match started {
-            Ok(file) => {
-                let sealed = std::mem::replace(&mut self.active, Segment { seq, file, length: MAGIC.len() as u64 });
-                // The checkpointer may have stopped (it only compacts).
-                let _ = self.sealed.send(sealed.seq);
-            }
+        let file = match started {
+            Ok(file) => file,
             Err(e) => {
-                warn!(path = %path.display(), error = %e, "cannot start a new journal segment; staying on the current one")
+                // Not renamed: the temporary file is no segment, and a start
+                // removes it if this cannot.
+                let _ = std::fs::remove_file(&temp);
+                warn!(path = %path.display(), error = %e, "cannot start a new journal segment; staying on the current one");
+                return Ok(());
             }
+        };
+        if let Err(e) = sync_parent(&path) {
+            // Its name may not survive a crash: events acknowledged in it
+            // could vanish. Take it back and stay on the current segment.
+            let undone = std::fs::remove_file(&path).and_then(|()| sync_parent(&path));
+            return match undone {
+                Ok(()) => {
+                    warn!(path = %path.display(), error = %e, "cannot make a new journal segment durable; staying on the current one");
+                    Ok(())
+                }
+                Err(undo) => Err(format!(
+                    "{}: a new segment is in place but neither durable ({e}) nor removable ({undo})",
+                    path.display()
+                )),
+            };
         }
+        let sealed = std::mem::replace(&mut self.active, Segment { seq, file, length: MAGIC.len() as u64 });
+        // The checkpointer may have stopped (it only compacts).
+        let _ = self.sealed.send(sealed.seq);
+        Ok(())
     }
 }
 
