@@ -76,6 +76,11 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The sequence number of the newest segment in `dir`.
+fn newest_segment(dir: &Path) -> u64 {
+    names(dir).iter().filter_map(|n| segment_seq(n)).max().expect("segments")
+}
+
 fn copy_dir(from: &Path) -> tempfile::TempDir {
     let to = tempfile::tempdir().expect("tempdir");
     for entry in std::fs::read_dir(from).expect("read dir") {
@@ -123,7 +128,7 @@ async fn a_checkpoint_then_restart_equals_replaying_the_whole_log() {
     // More writes, a second checkpoint on top of the first.
     let more = history(12 * (SNAPSHOT_GROWTH_FACTOR as usize + 1));
     write(dir.path(), &more).await;
-    let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+    let last = newest_segment(dir.path());
     checkpoint(dir.path(), last - 1, &mut |_| {}).expect("checkpoint").expect("worth it");
     let all: Vec<Vec<JournalEvent>> = groups.into_iter().chain(more).collect();
     assert_eq!(restart(dir.path()).expect("restart"), replay_all(&all), "after two checkpoints");
@@ -162,7 +167,7 @@ async fn a_busy_journal_defers_its_checkpoint_until_a_lull_or_the_urgent_size() 
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), &history(12)).await;
-        let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+        let last = newest_segment(dir.path());
         checkpointer(dir.path(), last - 1, urgent_bytes, quiet, hang_up);
         assert_eq!(
             snapshot_path(dir.path(), last - 1).exists(),
@@ -178,7 +183,7 @@ async fn a_checkpoint_is_skipped_while_the_snapshot_outweighs_the_sealed_segment
     let dir = tempfile::tempdir().expect("tempdir");
     let groups = history(12);
     write(dir.path(), &groups).await;
-    let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+    let last = newest_segment(dir.path());
     checkpoint(dir.path(), last - 1, &mut |_| {}).expect("checkpoint").expect("worth it");
     // One small sealed segment after a big snapshot: not yet.
     write(dir.path(), &[vec![JournalEvent::Cursor { height: 99 }; 200]]).await;
@@ -195,14 +200,14 @@ async fn a_crash_at_every_step_of_a_checkpoint_leaves_a_startable_journal() {
         let mut groups = history(10);
         write(dir.path(), &groups).await;
         if with_previous {
-            let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+            let last = newest_segment(dir.path());
             checkpoint(dir.path(), last - 1, &mut |_| {}).expect("checkpoint").expect("worth it");
             let more = history(30);
             write(dir.path(), &more).await;
             groups.extend(more);
         }
         let expected = replay_all(&groups);
-        let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+        let last = newest_segment(dir.path());
         let mut crashed = Vec::new();
         checkpoint(dir.path(), last - 1, &mut |step| crashed.push((step, copy_dir(dir.path()))))
             .expect("checkpoint")
@@ -233,7 +238,7 @@ async fn a_crash_at_every_step_of_a_checkpoint_leaves_a_startable_journal() {
 async fn a_damaged_snapshot_stops_start_up_naming_the_file_and_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), &history(10)).await;
-    let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+    let last = newest_segment(dir.path());
     checkpoint(dir.path(), last - 1, &mut |_| {}).expect("checkpoint").expect("worth it");
     let path = snapshot_path(dir.path(), last - 1);
     let good = std::fs::read(&path).expect("read");
@@ -260,7 +265,7 @@ async fn a_damaged_snapshot_stops_start_up_naming_the_file_and_offset() {
 async fn a_missing_segment_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), &history(8)).await;
-    let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+    let last = newest_segment(dir.path());
     assert!(last >= 3, "{last}");
     std::fs::remove_file(segment_path(dir.path(), 1)).expect("remove");
     let error = restart(dir.path()).expect_err("gap");
@@ -277,7 +282,7 @@ async fn a_missing_segment_stops_start_up_naming_it() {
 async fn a_torn_tail_in_a_sealed_segment_is_damage_but_in_the_newest_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), &history(6)).await;
-    let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+    let last = newest_segment(dir.path());
     let newest = segment_path(dir.path(), last);
     let mut bytes = std::fs::read(&newest).expect("read");
     bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
@@ -321,7 +326,7 @@ async fn a_failed_rotation_leaves_no_newer_segment_and_a_torn_tail_stays_recover
     // Once the disk lets it, the writer rotates again.
     let more = history(6);
     write(dir.path(), &more).await;
-    assert!(names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments") > 0);
+    assert!(newest_segment(dir.path()) > 0);
     assert_eq!(restart(dir.path()).expect("rotated"), replay_all(&[groups, more].concat()));
 }
 
@@ -330,7 +335,7 @@ async fn a_crash_before_a_new_segment_is_renamed_into_place_leaves_a_startable_j
     let dir = tempfile::tempdir().expect("tempdir");
     let groups = history(6);
     write(dir.path(), &groups).await;
-    let last = names(dir.path()).iter().filter_map(|n| segment_seq(n)).max().expect("segments");
+    let last = newest_segment(dir.path());
     // The next segment written under its temporary name, not renamed, and
     // the last write of the newest segment torn.
     std::fs::write(segment_temp_path(dir.path(), last + 1), MAGIC).expect("temp");
