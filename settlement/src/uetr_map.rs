@@ -176,6 +176,13 @@ impl<V> UetrMap<V> {
         self.shards.iter().flat_map(HashMap::iter)
     }
 
+    /// The entries of shard `shard` (below [`SHARDS`]), in no particular
+    /// order: each entry is in exactly one shard, so a scan shard by shard
+    /// can let go of a lock between shards.
+    pub fn shard_iter(&self, shard: usize) -> impl Iterator<Item = (&Uetr, &V)> {
+        self.shards.get(shard).into_iter().flat_map(HashMap::iter)
+    }
+
     /// Every value, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.shards.iter().flat_map(HashMap::values)

@@ -563,6 +563,7 @@ fn start_engine(
             journal: JournalOptions { checkpoint_bytes: section.journal_checkpoint_bytes, checkpoints: true },
             terminal_retention_ms: section.terminal_retention_s * 1_000,
             inbox_ttl_ms: section.inbox_ttl_s * 1_000,
+            ..StoreOptions::default()
         },
     };
     let payout = crate::payout::build_adapter(&config.payout, &config.node.data_dir).map_err(setup)?;

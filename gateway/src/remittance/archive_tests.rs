@@ -56,3 +56,56 @@ async fn an_archived_remittance_is_read_listed_and_returned_to_a_retry_of_its_ke
     // A second sweep finds nothing more to archive.
     assert_eq!(engine.sweep(rejected_at + retention).await, Ok((0, 0)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_archives_every_due_record_once_in_batches_across_the_map_shards() {
+    use super::engine::Engine;
+    use super::record::StatusChange;
+    use super::testkit::{engine_config, mocked_journal, mocked_ports, origin_record};
+    use remit_settlement::ids::Uetr;
+
+    // 200 completed remittances (spread over the record map's shards) and
+    // 20 still open, swept in batches of 7: a batch fills up in the middle
+    // of a shard, whose scan then goes on after the batch is archived.
+    let mut events = Vec::new();
+    let (mut done, mut open) = (Vec::new(), Vec::new());
+    for i in 0..220u64 {
+        let mut record = origin_record(Uetr::new_random());
+        record.idempotency_key = format!("key-{i}");
+        let status = if i < 200 { Status::Completed } else { Status::Final };
+        record.status = status;
+        record.history.push(StatusChange::new(status, 1_000 + i, None, ""));
+        if i < 200 {
+            done.push(record.uetr)
+        } else {
+            open.push(record.uetr)
+        }
+        events.push(JournalEvent::Created { remittance: Box::new(record) });
+    }
+    let world = World::new(Script::default());
+    let mut config = engine_config("gw-us");
+    config.store.archive_batch_max = 7;
+    let retention = config.store.terminal_retention_ms;
+    let engine = Engine::start_with_journal(config, mocked_journal(&world), events, mocked_ports(&world))
+        .expect("the engine starts");
+    assert_eq!(engine.sweep(1_199 + retention).await, Ok((200, 0)));
+    let mut archived = Vec::new();
+    for event in &world.seen().journal {
+        if let JournalEvent::Archived { uetrs } = event {
+            assert!(!uetrs.is_empty() && uetrs.len() <= 7, "a batch of {}", uetrs.len());
+            archived.extend(uetrs.iter().copied());
+        }
+    }
+    archived.sort();
+    done.sort();
+    assert_eq!(archived, done, "every due record archived exactly once");
+    {
+        let state = engine.state();
+        assert!(done.iter().all(|uetr| !state.remittances.contains_key(uetr)), "the archived left memory");
+        assert!(open.iter().all(|uetr| state.remittances.contains_key(uetr)), "open ones stay");
+    }
+    for uetr in done.iter().step_by(37) {
+        assert_eq!(engine.record(uetr).map(|r| r.status), Some(Status::Completed), "{uetr} read from the archive");
+    }
+    assert_eq!(engine.sweep(1_199 + retention).await, Ok((0, 0)), "nothing left to archive");
+}

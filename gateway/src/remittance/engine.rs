@@ -109,11 +109,19 @@ pub struct StoreOptions {
     /// How long a payment message waits for its transfer to be certified
     /// before it is dropped.
     pub inbox_ttl_ms: u64,
+    /// Most remittances archived in one batch (one archive flush, one
+    /// journal event).
+    pub archive_batch_max: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { journal: JournalOptions::default(), terminal_retention_ms: 300_000, inbox_ttl_ms: 86_400_000 }
+        Self {
+            journal: JournalOptions::default(),
+            terminal_retention_ms: 300_000,
+            inbox_ttl_ms: 86_400_000,
+            archive_batch_max: super::sweep::ARCHIVE_BATCH_MAX,
+        }
     }
 }
 

@@ -1,16 +1,20 @@
 //! The sweep: terminal remittances leave memory for the archive after the
 //! retention, and inbox entries for transfers never certified expire.
 //!
-//! Each round (every [`SWEEP_INTERVAL_MAX`] at most) picks up to
-//! [`ARCHIVE_BATCH_MAX`] remittances terminal for longer than the
-//! retention, writes them to the archive and flushes it, and only then
+//! Each round (every [`SWEEP_INTERVAL_MAX`] at most) picks batches of up
+//! to [`ARCHIVE_BATCH_MAX`] remittances terminal for longer than the
+//! retention, writes each to the archive and flushes it, and only then
 //! journals `archived` (whose apply drops them from every in-memory map).
+//! It scans the record map one shard at a time, taking the engine's state
+//! lock for each: at 2 million live records one shard takes 4-5 ms, the
+//! whole map 150-230 ms.
 //! A crash between the two leaves them in memory and in the archive; the
 //! next round archives them again.
 
 use std::time::Duration;
 
 use remit_settlement::ids::Uetr;
+use remit_settlement::uetr_map::SHARDS;
 use tracing::{info, warn};
 
 use super::engine::Engine;
@@ -19,7 +23,7 @@ use super::record::Remittance;
 use super::state::State;
 
 /// Most remittances archived in one batch (one archive flush, one journal
-/// event).
+/// event), by default.
 pub const ARCHIVE_BATCH_MAX: usize = 50_000;
 /// Longest time between two sweeps.
 pub const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(30);
@@ -33,12 +37,13 @@ pub fn sweep_interval(retention_ms: u64) -> Duration {
     Duration::from_millis(retention_ms).clamp(Duration::from_secs(1), SWEEP_INTERVAL_MAX)
 }
 
-/// Up to `max` remittances that are terminal since at least `retention_ms`
-/// before `now_ms` and owe nothing more (no report due).
-pub(super) fn due_for_archive(state: &State, now_ms: u64, retention_ms: u64, max: usize) -> Vec<Uetr> {
+/// Up to `max` remittances of shard `shard` of the record map that are
+/// terminal since at least `retention_ms` before `now_ms` and owe nothing
+/// more (no report due).
+pub(super) fn due_in_shard(state: &State, shard: usize, now_ms: u64, retention_ms: u64, max: usize) -> Vec<Uetr> {
     state
         .remittances
-        .iter()
+        .shard_iter(shard)
         .filter(|(uetr, record)| {
             record.status.is_terminal()
                 && record.last_change().at_ms.saturating_add(retention_ms) <= now_ms
@@ -79,30 +84,30 @@ impl Engine {
     /// expires old inbox entries; returns how many of each.
     pub(super) async fn sweep(&self, now: u64) -> Result<(usize, usize), String> {
         let store = self.inner.config.store;
+        let batch_max = store.archive_batch_max.max(1);
         let mut archived = 0;
-        loop {
-            let batch: Vec<Remittance> = {
+        let mut batch: Vec<Remittance> = Vec::new();
+        // One shard of the record map at a time under the state lock: one
+        // scan of every live record held it for about 0.2 s at 2 million.
+        let mut shard = 0;
+        while shard < SHARDS {
+            let shard_done = {
                 let state = self.state();
-                due_for_archive(&state, now, store.terminal_retention_ms, ARCHIVE_BATCH_MAX)
-                    .iter()
-                    .filter_map(|uetr| state.remittances.get(uetr).map(|record| (**record).clone()))
-                    .collect()
+                let room = batch_max - batch.len();
+                let due = due_in_shard(&state, shard, now, store.terminal_retention_ms, room);
+                let done = due.len() < room;
+                batch
+                    .extend(due.iter().filter_map(|uetr| state.remittances.get(uetr).map(|record| (**record).clone())));
+                done
             };
-            if batch.is_empty() {
-                break;
+            if shard_done {
+                shard += 1;
             }
-            let count = batch.len();
-            let uetrs: Vec<Uetr> = batch.iter().map(|record| record.uetr).collect();
-            let archive = self.inner.archive.clone();
-            tokio::task::spawn_blocking(move || archive.store(&batch))
-                .await
-                .map_err(|e| format!("archive task: {e}"))?
-                .map_err(|e| e.to_string())?;
-            self.commit(vec![JournalEvent::Archived { uetrs: uetrs.clone() }]).await.map_err(|e| e.to_string())?;
-            self.forget_announced(&uetrs);
-            archived += count;
-            if count < ARCHIVE_BATCH_MAX {
-                break;
+            // A full batch, or the last one: archived (and so gone from the
+            // map) before the scan goes on, so a shard with more records due
+            // than a batch holds is scanned again.
+            if batch.len() >= batch_max || (shard == SHARDS && !batch.is_empty()) {
+                archived += self.archive_batch(std::mem::take(&mut batch)).await?;
             }
         }
         let expired = {
@@ -117,6 +122,21 @@ impl Engine {
             info!(archived, inbox_expired = expired_count, "sweep");
         }
         Ok((archived, expired_count))
+    }
+
+    /// Writes `batch` to the archive and flushes it, then journals it as
+    /// archived (which drops it from memory); returns how many.
+    async fn archive_batch(&self, batch: Vec<Remittance>) -> Result<usize, String> {
+        let count = batch.len();
+        let uetrs: Vec<Uetr> = batch.iter().map(|record| record.uetr).collect();
+        let archive = self.inner.archive.clone();
+        tokio::task::spawn_blocking(move || archive.store(&batch))
+            .await
+            .map_err(|e| format!("archive task: {e}"))?
+            .map_err(|e| e.to_string())?;
+        self.commit(vec![JournalEvent::Archived { uetrs: uetrs.clone() }]).await.map_err(|e| e.to_string())?;
+        self.forget_announced(&uetrs);
+        Ok(count)
     }
 
     /// Drops the webhook bookkeeping of archived remittances (nothing more
@@ -135,6 +155,15 @@ mod tests {
     use crate::remittance::journal::InboxMessage;
     use crate::remittance::record::{Status, StatusChange};
     use crate::remittance::testkit::{incoming_message, origin_record};
+
+    /// Every shard's due records, up to `max` in all.
+    fn due_for_archive(state: &State, now_ms: u64, retention_ms: u64, max: usize) -> Vec<Uetr> {
+        let mut due = Vec::new();
+        for shard in 0..SHARDS {
+            due.extend(due_in_shard(state, shard, now_ms, retention_ms, max - due.len()));
+        }
+        due
+    }
 
     fn state_with(records: Vec<Remittance>) -> State {
         let mut state = State::default();
@@ -237,5 +266,25 @@ mod tests {
         let mut expected = vec![young, waiting];
         expected.sort();
         assert_eq!(left, expected);
+    }
+
+    #[test]
+    #[ignore = "timing probe"]
+    fn sweep_scan_probe() {
+        let mut state = State::default();
+        for i in 0..2_000_000u64 {
+            let status = if i % 3 == 0 { Status::Completed } else { Status::Final };
+            state.apply(JournalEvent::Created { remittance: Box::new(at(Uetr::new_random(), status, 1_000 + i)) });
+        }
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let mut longest = std::time::Duration::ZERO;
+            for shard in 0..SHARDS {
+                let s = std::time::Instant::now();
+                due_in_shard(&state, shard, 10_000, 5_000, ARCHIVE_BATCH_MAX);
+                longest = longest.max(s.elapsed());
+            }
+            println!("scan of 2M records: {:?} in all, longest shard {longest:?}", t.elapsed());
+        }
     }
 }
