@@ -267,24 +267,4 @@ mod tests {
         expected.sort();
         assert_eq!(left, expected);
     }
-
-    #[test]
-    #[ignore = "timing probe"]
-    fn sweep_scan_probe() {
-        let mut state = State::default();
-        for i in 0..2_000_000u64 {
-            let status = if i % 3 == 0 { Status::Completed } else { Status::Final };
-            state.apply(JournalEvent::Created { remittance: Box::new(at(Uetr::new_random(), status, 1_000 + i)) });
-        }
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let mut longest = std::time::Duration::ZERO;
-            for shard in 0..SHARDS {
-                let s = std::time::Instant::now();
-                due_in_shard(&state, shard, 10_000, 5_000, ARCHIVE_BATCH_MAX);
-                longest = longest.max(s.elapsed());
-            }
-            println!("scan of 2M records: {:?} in all, longest shard {longest:?}", t.elapsed());
-        }
-    }
 }
