@@ -37,21 +37,24 @@ pub fn sweep_interval(retention_ms: u64) -> Duration {
     Duration::from_millis(retention_ms).clamp(Duration::from_secs(1), SWEEP_INTERVAL_MAX)
 }
 
-/// Up to `max` remittances of shard `shard` of the record map that are
-/// terminal since at least `retention_ms` before `now_ms` and owe nothing
-/// more (no report due).
-pub(super) fn due_in_shard(state: &State, shard: usize, now_ms: u64, retention_ms: u64, max: usize) -> Vec<Uetr> {
+/// The remittances of shard `shard` of the record map that are terminal
+/// since at least `retention_ms` before `now_ms` and owe nothing more (no
+/// report due).
+pub(super) fn due_in_shard(
+    state: &State,
+    shard: usize,
+    now_ms: u64,
+    retention_ms: u64,
+) -> impl Iterator<Item = &Remittance> {
     state
         .remittances
         .shard_iter(shard)
-        .filter(|(uetr, record)| {
+        .filter(move |(uetr, record)| {
             record.status.is_terminal()
                 && record.last_change().at_ms.saturating_add(retention_ms) <= now_ms
                 && !state.returns_due.contains_key(uetr)
         })
-        .map(|(uetr, _)| *uetr)
-        .take(max)
-        .collect()
+        .map(|(_, record)| &**record)
 }
 
 /// Up to `max` inbox entries older than `ttl_ms` at `now_ms` whose transfer
@@ -94,11 +97,9 @@ impl Engine {
             let shard_done = {
                 let state = self.state();
                 let room = batch_max - batch.len();
-                let due = due_in_shard(&state, shard, now, store.terminal_retention_ms, room);
-                let done = due.len() < room;
-                batch
-                    .extend(due.iter().filter_map(|uetr| state.remittances.get(uetr).map(|record| (**record).clone())));
-                done
+                let before = batch.len();
+                batch.extend(due_in_shard(&state, shard, now, store.terminal_retention_ms).take(room).cloned());
+                batch.len() - before < room
             };
             if shard_done {
                 shard += 1;
@@ -160,7 +161,7 @@ mod tests {
     fn due_for_archive(state: &State, now_ms: u64, retention_ms: u64, max: usize) -> Vec<Uetr> {
         let mut due = Vec::new();
         for shard in 0..SHARDS {
-            due.extend(due_in_shard(state, shard, now_ms, retention_ms, max - due.len()));
+            due.extend(due_in_shard(state, shard, now_ms, retention_ms).take(max - due.len()).map(|r| r.uetr));
         }
         due
     }
