@@ -524,11 +524,10 @@ async fn check_destinations(
             // The origin's `completed` comes from the certified report; the
             // destination applies the same block on its own scan, which a
             // restarted destination may still be catching up on.
+            let is_open = |status: &str| OPEN_STATUSES.split(',').any(|s| s == status);
+            lagging += usize::from(is_open(&view.status));
             let deadline = tokio::time::Instant::now() + DESTINATION_LAG_TIMEOUT;
-            if OPEN_STATUSES.split(',').any(|s| s == view.status) {
-                lagging += 1;
-            }
-            while OPEN_STATUSES.split(',').any(|s| s == view.status) && tokio::time::Instant::now() < deadline {
+            while is_open(&view.status) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(POLL).await;
                 let response = http.get(&url).bearer_auth(net.operator_token(node)?).send().await?;
                 view = response.error_for_status()?.json().await.with_context(|| url.clone())?;
